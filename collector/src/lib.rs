@@ -1,0 +1,179 @@
+//! The HTTP collector: a RudderStack/Segment-compatible source.
+//!
+//! `POST /v1/{track,identify,page,screen,group,alias,batch}` with the write key as HTTP Basic
+//! username, `POST /beacon/v1/batch?writeKey=` for page-unload sends, `GET /health` and
+//! `GET /metrics`. A request is answered 200 only once every event in it is durable in the event
+//! log; one invalid event rejects the whole request, so a client retry never duplicates half of it.
+
+mod error;
+pub mod event;
+mod ingest;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use sluice_eventlog::EventLog;
+
+pub use error::CollectError;
+
+/// Metric names of the collector.
+pub mod metric {
+    /// Counter{source, type}: events accepted (durable).
+    pub const RECEIVED: &str = "sluice_events_received_total";
+    /// Counter{source}: request body bytes accepted, as sent (compressed if gzip).
+    pub const RECEIVED_BYTES: &str = "sluice_received_bytes_total";
+    /// Counter{reason}: requests refused.
+    pub const REJECTED: &str = "sluice_requests_rejected_total";
+    /// Histogram: seconds from request start to durable acknowledgement.
+    pub const REQUEST_SECONDS: &str = "sluice_request_duration_seconds";
+}
+
+/// `collector:` in the YAML config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Address the HTTP server binds, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// Largest request body accepted, as sent (checked while reading).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest body accepted after gunzip; stops gzip bombs before they reach memory.
+    #[serde(default = "default_max_decompressed")]
+    pub max_decompressed_bytes: usize,
+    /// HTTP worker threads; defaults to the number of cores.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Seconds a client is told to wait (`Retry-After`) when the log is full.
+    #[serde(default = "default_retry_after")]
+    pub log_full_retry_after_secs: u64,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy you trust).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+}
+
+fn default_max_body() -> usize {
+    4 << 20
+}
+fn default_max_decompressed() -> usize {
+    16 << 20
+}
+fn default_retry_after() -> u64 {
+    5
+}
+
+impl CollectorConfig {
+    pub fn new(listen: impl Into<String>) -> Self {
+        CollectorConfig {
+            listen: listen.into(),
+            max_body_bytes: default_max_body(),
+            max_decompressed_bytes: default_max_decompressed(),
+            workers: None,
+            log_full_retry_after_secs: default_retry_after(),
+            trust_forwarded_for: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen {:?} is not an address like 127.0.0.1:8080: {e}", self.listen))?;
+        if self.max_body_bytes == 0 || self.max_decompressed_bytes < self.max_body_bytes {
+            return Err("max_decompressed_bytes must be at least max_body_bytes, and both above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A source in the YAML config: who may send, under which write keys, how fast.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Short id stored with every event (and used in S3 keys); `[A-Za-z0-9_-]`.
+    pub id: String,
+    /// Write keys that identify this source (HTTP Basic username).
+    pub write_keys: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// Events per second per source, with a burst allowance (a token bucket, via `governor`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub events_per_second: u32,
+    /// Events that may arrive at once; also the largest batch accepted. Default: 2 seconds' worth.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl SourceConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 64 || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("source id {:?} must be 1-64 of [A-Za-z0-9_-]", self.id));
+        }
+        if self.write_keys.is_empty() || self.write_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(format!("source {}: write_keys must list at least one non-empty key", self.id));
+        }
+        if let Some(r) = &self.rate_limit {
+            if r.events_per_second == 0 || r.burst == Some(0) {
+                return Err(format!("source {}: rate_limit values must be above 0", self.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Source {
+    pub id: Arc<str>,
+    pub limiter: Option<(DefaultDirectRateLimiter, u32)>,
+}
+
+/// Shared state of all HTTP workers.
+pub struct Collector {
+    pub(crate) config: CollectorConfig,
+    pub(crate) by_key: HashMap<String, Arc<Source>>,
+    pub(crate) log: EventLog,
+    pub(crate) prometheus: Option<PrometheusHandle>,
+}
+
+impl Collector {
+    pub fn new(
+        config: CollectorConfig,
+        sources: &[SourceConfig],
+        log: EventLog,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Result<Collector, String> {
+        let mut by_key = HashMap::new();
+        for s in sources {
+            s.validate()?;
+            let limiter = s.rate_limit.as_ref().map(|r| {
+                let per_sec = NonZeroU32::new(r.events_per_second).expect("validated");
+                let burst = r.burst.unwrap_or(r.events_per_second.saturating_mul(2));
+                let quota = Quota::per_second(per_sec).allow_burst(NonZeroU32::new(burst).expect("validated"));
+                (RateLimiter::direct(quota), burst)
+            });
+            let source = Arc::new(Source { id: Arc::from(s.id.as_str()), limiter });
+            for key in &s.write_keys {
+                if by_key.insert(key.clone(), source.clone()).is_some() {
+                    return Err(format!("write key of source {} is used by another source too", s.id));
+                }
+            }
+        }
+        Ok(Collector { config, by_key, log, prometheus })
+    }
+
+    pub(crate) fn log_full_retry_after(&self) -> Duration {
+        Duration::from_secs(self.config.log_full_retry_after_secs)
+    }
+}
+
+/// Registers every route; used by the server and by tests (`actix_web::test::init_service`).
+pub fn configure(collector: web::Data<Collector>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| ingest::routes(cfg, collector)
+}

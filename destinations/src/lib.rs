@@ -1,0 +1,118 @@
+//! Destinations: where batches of events end up.
+//!
+//! Every destination implements one small trait, [`Destination`], and is built from one variant of
+//! [`SinkConfig`]. The router owns batching, retries and dead letters; a destination only turns a
+//! [`Batch`] into a write and classifies failures through [`DeliveryError::is_retriable`], so the
+//! retry policy lives in one place.
+//!
+//! Delivery is at-least-once: a batch can be handed over again after a crash or a retry, so every
+//! destination writes idempotently where it can (deterministic file and object names, MERGE on id).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+
+mod error;
+pub mod files;
+pub mod s3;
+pub mod snowflake;
+pub mod webhook;
+
+pub use error::DeliveryError;
+
+/// One event on its way to a destination, after filtering and transformation.
+#[derive(Debug, Clone)]
+pub struct OutEvent {
+    /// Offset of the log record this event came from. A split can give several events one offset.
+    pub offset: u64,
+    /// Id of the source (from the config) whose write key sent the event.
+    pub source: Arc<str>,
+    /// The event as a JSON object, exactly as it will be written.
+    pub json: Bytes,
+}
+
+/// A group of events delivered together.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Id of the destination (from the config).
+    pub destination: Arc<str>,
+    /// Events in log order. Never empty.
+    pub events: Vec<OutEvent>,
+}
+
+impl Batch {
+    /// Lowest log offset in the batch: with [`Batch::last_offset`] it names the batch
+    /// deterministically, so a retried write overwrites instead of duplicating.
+    pub fn first_offset(&self) -> u64 {
+        self.events.iter().map(|e| e.offset).min().unwrap_or(0)
+    }
+
+    /// Highest log offset in the batch.
+    pub fn last_offset(&self) -> u64 {
+        self.events.iter().map(|e| e.offset).max().unwrap_or(0)
+    }
+
+    /// Sum of the events' JSON sizes.
+    pub fn bytes(&self) -> usize {
+        self.events.iter().map(|e| e.json.len()).sum()
+    }
+}
+
+/// What a destination reports back for a batch it accepted.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Events the destination refused for good while taking the rest (index into
+    /// `Batch::events`, reason). The router dead-letters them.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// A place events are written to.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Write one batch. `Ok` means every event not listed in `Delivered::rejected` is stored.
+    async fn deliver(&self, batch: &Batch) -> Result<Delivered, DeliveryError>;
+
+    /// Longest a single `deliver` call may take before the router treats it as a timeout.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+/// The `sink:` block of a destination in the YAML config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Gzip NDJSON files in a local directory.
+    Files(files::FilesConfig),
+    /// JSON to an HTTP endpoint, one request per batch or per event.
+    Webhook(webhook::WebhookConfig),
+    /// Gzip NDJSON or Parquet objects in an S3 (or S3-compatible) bucket.
+    S3(s3::S3Config),
+    /// Staged files loaded into Snowflake with COPY INTO and MERGE on id.
+    Snowflake(snowflake::SnowflakeConfig),
+}
+
+impl SinkConfig {
+    /// Checks that need no I/O (used by `sluice validate`).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SinkConfig::Files(c) => c.validate(),
+            SinkConfig::Webhook(c) => c.validate(),
+            SinkConfig::S3(c) => c.validate(),
+            SinkConfig::Snowflake(c) => c.validate(),
+        }
+    }
+
+    /// Builds the destination; this is where clients are created and connections may be made.
+    pub async fn build(&self) -> Result<Arc<dyn Destination>, DeliveryError> {
+        match self {
+            SinkConfig::Files(c) => Ok(Arc::new(files::FilesDestination::new(c.clone())?)),
+            SinkConfig::Webhook(c) => Ok(Arc::new(webhook::WebhookDestination::new(c.clone())?)),
+            SinkConfig::S3(c) => Ok(Arc::new(s3::S3Destination::new(c.clone()).await?)),
+            SinkConfig::Snowflake(c) => Ok(Arc::new(snowflake::SnowflakeDestination::new(c.clone()).await?)),
+        }
+    }
+}

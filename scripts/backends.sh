@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs (idempotently) and starts the real backends the test suite talks to, all on 127.0.0.1:
+#   moto     S3-compatible server          http://127.0.0.1:5000
+#   fakesnow Snowflake-protocol server     http://127.0.0.1:8765
+# plus the Python client libraries used by the compatibility tests (rudder-sdk-python, ...).
+# Usage: scripts/backends.sh start | stop | env
+# `env` prints the variables the tests read; `start` writes them to $SLUICE_CACHE/test.env too.
+set -euo pipefail
+
+SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+VENV=$SLUICE_CACHE/venv
+RUN=$SLUICE_CACHE/run
+mkdir -p "$SLUICE_CACHE" "$RUN"
+
+PY_PACKAGES=("moto[server]==5.1.*" "fakesnow[server]==0.12.1" "snowflake-connector-python<5" "rudder-sdk-python" "segment-analytics-python")
+
+install() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  # The stamp records what was installed so a second run costs nothing.
+  local want="${PY_PACKAGES[*]}"
+  if [ "$(cat "$VENV/.sluice-stamp" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+    echo "$want" > "$VENV/.sluice-stamp"
+  fi
+}
+
+wait_port() { # host port name
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "backends: $3 did not start on $1:$2; see $RUN/$3.log" >&2
+  return 1
+}
+
+start_one() { # name port command...
+  local name=$1 port=$2; shift 2
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+  nohup "$@" > "$RUN/$name.log" 2>&1 &
+  echo $! > "$RUN/$name.pid"
+  wait_port 127.0.0.1 "$port" "$name"
+}
+
+print_env() {
+  cat <<ENV
+export SLUICE_TEST_PYTHON=$VENV/bin/python
+export SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:5000
+export SLUICE_TEST_SNOWFLAKE_URL=http://127.0.0.1:8765
+ENV
+}
+
+case "${1:-start}" in
+  start)
+    install
+    start_one moto 5000 "$VENV/bin/moto_server" -H 127.0.0.1 -p 5000
+    mkdir -p "$RUN/fakesnow"
+    start_one fakesnow 8765 "$VENV/bin/fakesnow" -s --host 127.0.0.1 -p 8765
+    print_env > "$SLUICE_CACHE/test.env"
+    ;;
+  stop)
+    for name in moto fakesnow; do
+      if [ -f "$RUN/$name.pid" ]; then kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; rm -f "$RUN/$name.pid"; fi
+    done
+    ;;
+  env) print_env ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac
