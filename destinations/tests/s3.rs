@@ -1,0 +1,309 @@
+//! The S3 destination against moto (`scripts/backends.sh start`), one fresh bucket per test.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, ResponseChecksumValidation};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::distr::Alphanumeric;
+use rand::Rng;
+use serde_json::{json, Value};
+use sluice_destinations::s3::{S3Config, S3Destination, S3Format};
+use sluice_destinations::{Batch, Destination, OutEvent, SinkConfig};
+
+const MIB: u64 = 1024 * 1024;
+const RECEIVED_AT: &str = "2026-11-22T10:15:30.250Z";
+
+/// The moto endpoint; fails (never skips) when nothing answers there.
+fn endpoint() -> String {
+    let endpoint = std::env::var("SLUICE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let host = endpoint.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+    if std::net::TcpStream::connect(host).is_err() {
+        panic!("no S3 server at {endpoint} (SLUICE_TEST_S3_ENDPOINT): run `scripts/backends.sh start` first");
+    }
+    endpoint
+}
+
+fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .force_path_style(true)
+        // moto 5.1 returns a multipart object's composite CRC32 without S3's "-{parts}" suffix, so
+        // the SDK would check it against the whole body and fail. The tests compare bodies anyway.
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A moto client and a new, empty bucket that no other test uses.
+async fn fresh_bucket(test: &str) -> (aws_sdk_s3::Client, String, String) {
+    let endpoint = endpoint();
+    let client = client(&endpoint);
+    let suffix: String = rand::rng().sample_iter(Alphanumeric).take(8).map(|c| char::from(c).to_ascii_lowercase()).collect();
+    let bucket = format!("sluice-{test}-{suffix}").replace('_', "-");
+    client.create_bucket().bucket(&bucket).send().await.unwrap();
+    (client, endpoint, bucket)
+}
+
+fn config(endpoint: &str, bucket: &str, format: S3Format) -> S3Config {
+    S3Config {
+        bucket: bucket.into(),
+        prefix: "events/raw/".into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.into()),
+        force_path_style: true,
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        session_token: None,
+        format,
+        multipart_threshold_bytes: 16 * MIB,
+        part_size_bytes: 8 * MIB,
+        timeout_ms: 60_000,
+    }
+}
+
+fn event(offset: u64, source: &str, extra: Value) -> OutEvent {
+    let mut json = json!({
+        "messageId": format!("m{offset}"),
+        "type": "track",
+        "event": "Message Sent",
+        "userId": format!("u{}", offset % 3),
+        "anonymousId": "anon-1",
+        "receivedAt": RECEIVED_AT,
+        "sentAt": "2026-11-22T10:15:29.900Z",
+        "timestamp": "2026-11-22T10:15:30.001Z",
+        "originalTimestamp": "2026-11-22T10:15:29.651Z",
+        "context": {"library": {"name": "chat-core"}, "ip": "10.0.0.1"},
+        "properties": {"channel_id": "c1", "length": offset},
+    });
+    json.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    OutEvent { offset, source: Arc::from(source), json: json.to_string().into() }
+}
+
+fn batch(events: Vec<OutEvent>) -> Batch {
+    Batch { destination: Arc::from("lake"), events }
+}
+
+async fn keys(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let listed = client.list_objects_v2().bucket(bucket).send().await.unwrap();
+    listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
+}
+
+async fn get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Bytes {
+    let object = client.get_object().bucket(bucket).key(key).send().await.unwrap();
+    object.body.collect().await.unwrap().into_bytes()
+}
+
+fn gunzip_lines(bytes: &[u8]) -> Vec<String> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes).read_to_string(&mut text).unwrap();
+    assert!(text.ends_with('\n'), "every line ends with a newline");
+    text.lines().map(str::to_owned).collect()
+}
+
+fn as_strings(events: &[OutEvent]) -> Vec<String> {
+    events.iter().map(|e| String::from_utf8(e.json.to_vec()).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ndjson_gzip_objects_hold_exactly_the_events_under_the_expected_key() {
+    let (client, endpoint, bucket) = fresh_bucket("ndjson").await;
+    let dest = S3Destination::new(config(&endpoint, &bucket, S3Format::NdjsonGzip)).await.unwrap();
+    let b = batch((5..=7).map(|o| event(o, "chat", json!({}))).collect());
+    let delivered = dest.deliver(&b).await.unwrap();
+    assert!(delivered.rejected.is_empty());
+    let key = "events/raw/chat/2026/11/22/10/00000000000000000005-00000000000000000007.ndjson.gz";
+    assert_eq!(keys(&client, &bucket).await, vec![key.to_owned()]);
+    let head = client.head_object().bucket(&bucket).key(key).send().await.unwrap();
+    assert_eq!(head.content_type(), Some("application/gzip"));
+    assert_eq!(head.content_encoding(), None, "stored as a .gz file, not transparently compressed");
+    assert_eq!(head.metadata().unwrap().get("sluice-events").map(String::as_str), Some("3"));
+    assert_eq!(gunzip_lines(&get(&client, &bucket, key).await), as_strings(&b.events));
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).as_any().downcast_ref::<T>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_object_reads_back_with_the_expected_schema_and_values() {
+    let (client, endpoint, bucket) = fresh_bucket("parquet").await;
+    let dest = S3Destination::new(config(&endpoint, &bucket, S3Format::Parquet)).await.unwrap();
+    let events = vec![
+        event(1, "chat", json!({"channel": "server"})),
+        event(2, "chat", json!({"type": "identify", "event": null, "traits": {"plan": "pro"}, "userId": 42})),
+    ];
+    let before = chrono::Utc::now();
+    dest.deliver(&batch(events)).await.unwrap();
+    let key = "events/raw/chat/2026/11/22/10/00000000000000000001-00000000000000000002.parquet";
+    assert_eq!(keys(&client, &bucket).await, vec![key.to_owned()]);
+
+    let bytes = get(&client, &bucket, key).await;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let schema = reader.schema().clone();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "id", "type", "event", "name", "user_id", "anonymous_id", "group_id", "previous_id", "received_at",
+            "sent_at", "timestamp", "original_timestamp", "context", "properties", "traits", "source", "uuid_ts",
+            "extra"
+        ]
+    );
+    let utc_micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    for name in ["received_at", "sent_at", "timestamp", "original_timestamp", "uuid_ts"] {
+        assert_eq!(schema.field_with_name(name).unwrap().data_type(), &utc_micros, "{name}");
+    }
+    let rows: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    let rows = &rows[0];
+    assert_eq!(rows.num_rows(), 2);
+
+    let strings = |name| column::<StringArray>(rows, name);
+    assert_eq!(strings("id").value(0), "m1");
+    assert_eq!(strings("id").value(1), "m2");
+    assert_eq!(strings("type").value(1), "identify");
+    assert_eq!(strings("event").value(0), "Message Sent");
+    assert!(strings("event").is_null(1));
+    assert_eq!(strings("user_id").value(0), "u1");
+    assert_eq!(strings("user_id").value(1), "42", "numeric ids become text");
+    assert_eq!(strings("anonymous_id").value(0), "anon-1");
+    assert_eq!(strings("source").value(0), "chat");
+    assert!(strings("name").is_null(0));
+    let context: Value = serde_json::from_str(strings("context").value(0)).unwrap();
+    assert_eq!(context, json!({"library": {"name": "chat-core"}, "ip": "10.0.0.1"}));
+    let properties: Value = serde_json::from_str(strings("properties").value(1)).unwrap();
+    assert_eq!(properties, json!({"channel_id": "c1", "length": 2}));
+    assert!(strings("traits").is_null(0));
+    assert_eq!(serde_json::from_str::<Value>(strings("traits").value(1)).unwrap(), json!({"plan": "pro"}));
+    assert_eq!(serde_json::from_str::<Value>(strings("extra").value(0)).unwrap(), json!({"channel": "server"}));
+    assert!(strings("extra").is_null(1));
+
+    let micros = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros();
+    let times = |name| column::<TimestampMicrosecondArray>(rows, name);
+    assert_eq!(times("received_at").value(0), micros(RECEIVED_AT));
+    assert_eq!(times("sent_at").value(1), micros("2026-11-22T10:15:29.900Z"));
+    assert_eq!(times("timestamp").value(0), micros("2026-11-22T10:15:30.001Z"));
+    assert_eq!(times("original_timestamp").value(0), micros("2026-11-22T10:15:29.651Z"));
+    let loaded = times("uuid_ts").value(0);
+    assert!(loaded >= before.timestamp_micros() && loaded <= chrono::Utc::now().timestamp_micros());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_batch_overwrites_its_object() {
+    let (client, endpoint, bucket) = fresh_bucket("retry").await;
+    let dest = S3Destination::new(config(&endpoint, &bucket, S3Format::NdjsonGzip)).await.unwrap();
+    let b = batch((100..110).map(|o| event(o, "chat", json!({}))).collect());
+    dest.deliver(&b).await.unwrap();
+    let first = keys(&client, &bucket).await;
+    dest.deliver(&b).await.unwrap();
+    assert_eq!(keys(&client, &bucket).await, first, "the retry wrote the same key, no second object");
+    assert_eq!(first.len(), 1);
+    assert_eq!(gunzip_lines(&get(&client, &bucket, &first[0]).await), as_strings(&b.events));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_from_two_sources_become_two_objects() {
+    let (client, endpoint, bucket) = fresh_bucket("sources").await;
+    let mut c = config(&endpoint, &bucket, S3Format::NdjsonGzip);
+    c.prefix = String::new();
+    let dest = S3Destination::new(c).await.unwrap();
+    let b = batch(vec![
+        event(1, "web", json!({})),
+        event(2, "chat", json!({})),
+        event(3, "web", json!({})),
+        event(4, "chat", json!({})),
+        event(5, "chat", json!({})),
+    ]);
+    dest.deliver(&b).await.unwrap();
+    let mut found = keys(&client, &bucket).await;
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "chat/2026/11/22/10/00000000000000000002-00000000000000000005.ndjson.gz",
+            "web/2026/11/22/10/00000000000000000001-00000000000000000003.ndjson.gz"
+        ]
+    );
+    let chat = gunzip_lines(&get(&client, &bucket, &found[0]).await);
+    assert_eq!(chat, as_strings(&[b.events[1].clone(), b.events[3].clone(), b.events[4].clone()]));
+    let web = gunzip_lines(&get(&client, &bucket, &found[1]).await);
+    assert_eq!(web, as_strings(&[b.events[0].clone(), b.events[2].clone()]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_over_the_threshold_goes_up_in_parts_and_arrives_complete() {
+    let (client, endpoint, bucket) = fresh_bucket("multipart").await;
+    let mut c = config(&endpoint, &bucket, S3Format::NdjsonGzip);
+    c.multipart_threshold_bytes = 5 * MIB;
+    c.part_size_bytes = 5 * MIB;
+    let dest = S3Destination::new(c).await.unwrap();
+    // Random text barely compresses, so ~9 MB of events stay over 5 MiB gzipped: two parts.
+    let mut rng = rand::rng();
+    let events: Vec<OutEvent> = (0..900)
+        .map(|o| {
+            let noise: String = (&mut rng).sample_iter(Alphanumeric).take(10_000).map(char::from).collect();
+            event(o, "chat", json!({"properties": {"noise": noise}}))
+        })
+        .collect();
+    let b = batch(events);
+    dest.deliver(&b).await.unwrap();
+
+    let found = keys(&client, &bucket).await;
+    assert_eq!(found.len(), 1);
+    let head = client.head_object().bucket(&bucket).key(&found[0]).send().await.unwrap();
+    let size = head.content_length().unwrap() as u64;
+    assert!(size > 5 * MIB && size < 10 * MIB, "object of {size} bytes should span two 5 MiB parts");
+    // S3 (and moto) give a multipart object an ETag ending in "-{number of parts}".
+    assert!(head.e_tag().unwrap().trim_matches('"').ends_with("-2"), "ETag {:?}", head.e_tag());
+    assert_eq!(gunzip_lines(&get(&client, &bucket, &found[0]).await), as_strings(&b.events));
+    let open = client.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+    assert!(open.uploads().is_empty(), "no multipart upload left open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bucket_is_a_permanent_error() {
+    let endpoint = endpoint();
+    let dest = S3Destination::new(config(&endpoint, "sluice-no-such-bucket-3b7f", S3Format::NdjsonGzip)).await.unwrap();
+    let error = dest.deliver(&batch(vec![event(1, "chat", json!({}))])).await.unwrap_err();
+    assert!(!error.is_retriable(), "{error}");
+    assert!(error.to_string().contains("NoSuchBucket"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_endpoint_is_a_temporary_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut c = config(&format!("http://127.0.0.1:{port}"), "any-bucket", S3Format::NdjsonGzip);
+    c.timeout_ms = 5_000;
+    let dest = S3Destination::new(c).await.unwrap();
+    let error = dest.deliver(&batch(vec![event(1, "chat", json!({}))])).await.unwrap_err();
+    assert!(error.is_retriable(), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_config_builds_s3_from_its_type_tag_and_checks_it() {
+    let (client, endpoint, bucket) = fresh_bucket("sinkconfig").await;
+    let sink: SinkConfig = serde_json::from_value(json!({
+        "type": "s3", "bucket": bucket, "prefix": "p", "endpoint": endpoint, "force_path_style": true,
+        "region": "us-east-1", "access_key_id": "test", "secret_access_key": "test", "format": "parquet"
+    }))
+    .unwrap();
+    sink.validate().unwrap();
+    sink.build().await.unwrap().deliver(&batch(vec![event(9, "chat", json!({}))])).await.unwrap();
+    assert_eq!(
+        keys(&client, &bucket).await,
+        ["p/chat/2026/11/22/10/00000000000000000009-00000000000000000009.parquet"]
+    );
+    let bad: SinkConfig =
+        serde_json::from_value(json!({"type": "s3", "bucket": "b", "access_key_id": "only-the-key"})).unwrap();
+    assert!(bad.validate().unwrap_err().contains("secret_access_key"));
+    let small_parts: SinkConfig =
+        serde_json::from_value(json!({"type": "s3", "bucket": "b", "part_size_bytes": 1024})).unwrap();
+    assert!(small_parts.validate().unwrap_err().contains("part_size_bytes"));
+}
