@@ -191,3 +191,248 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_property_adds_a_column() {
+    let env = Env::new().await;
+    let dest = env.destination().await;
+    dest.deliver(&batch(0, &[track("t1", "Viewed", json!({"color": "red"}))])).await.unwrap();
+    assert!(!env.columns("viewed").await.contains(&"size".to_string()));
+
+    dest.deliver(&batch(1, &[track("t2", "Viewed", json!({"color": "blue", "size": 42, "firstSeen": T1}))]))
+        .await
+        .unwrap();
+    let columns = env.columns("viewed").await;
+    assert!(columns.contains(&"size".to_string()), "{columns:?}");
+    assert!(columns.contains(&"first_seen".to_string()), "{columns:?}");
+    let rows = env
+        .admin
+        .rows(&format!("SELECT id, color, size, CAST(first_seen AS VARCHAR) FROM {} ORDER BY id", env.table("viewed")))
+        .await;
+    assert_eq!(rows[0], vec![Some("t1".into()), Some("red".into()), None, None]);
+    assert_eq!(rows[1][..3], [Some("t2".into()), Some("blue".into()), Some("42".into())]);
+    assert!(rows[1][3].as_deref().unwrap().starts_with("2024-05-01"), "timestamp-looking text is a timestamp: {rows:?}");
+
+    // A second destination (a restarted process) starts from information_schema, not from
+    // memory, and still knows the column's type.
+    let restarted = env.destination().await;
+    restarted.deliver(&batch(2, &[track("t3", "Viewed", json!({"size": 7}))])).await.unwrap();
+    assert_eq!(env.count("viewed").await, 3);
+    assert!(env.columns("discards").await.is_empty(), "nothing was discarded, so no discards table");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_type_conflict_lands_in_discards() {
+    let env = Env::new().await;
+    let dest = env.destination().await;
+    dest.deliver(&batch(0, &[track("t1", "Paid", json!({"amount": 5, "vip": true}))])).await.unwrap();
+    let delivered = dest
+        .deliver(&batch(1, &[track("t2", "Paid", json!({"amount": "lots", "vip": "yes", "note": "ok"}))]))
+        .await
+        .unwrap();
+    assert!(delivered.rejected.is_empty(), "a misfit value does not reject its event");
+
+    // The event still loads, without the values that do not fit.
+    let rows = env
+        .admin
+        .rows(&format!("SELECT amount, CAST(vip AS VARCHAR), note FROM {} WHERE id = 't2'", env.table("paid")))
+        .await;
+    assert_eq!(rows, vec![vec![None, None, Some("ok".to_string())]]);
+
+    let discards = env
+        .admin
+        .rows(&format!(
+            "SELECT table_name, column_name, column_value, reason, row_id, CAST(received_at AS VARCHAR) FROM {} \
+             ORDER BY column_name",
+            env.table("discards")
+        ))
+        .await;
+    assert_eq!(discards.len(), 2, "{discards:?}");
+    assert_eq!(discards[0][..3], [Some("paid".into()), Some("amount".into()), Some("lots".into())]);
+    assert!(discards[0][3].as_deref().unwrap().contains("NUMBER"), "{discards:?}");
+    assert_eq!(discards[0][4].as_deref(), Some("t2"));
+    assert!(discards[0][5].as_deref().unwrap().starts_with("2024-05-01"));
+    assert_eq!(discards[1][..3], [Some("paid".into()), Some("vip".into()), Some("yes".into())]);
+
+    // Retrying the batch does not discard twice.
+    dest.deliver(&batch(1, &[track("t2", "Paid", json!({"amount": "lots", "vip": "yes", "note": "ok"}))]))
+        .await
+        .unwrap();
+    assert_eq!(env.count("discards").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loading_the_same_batch_twice_leaves_one_row_per_id() {
+    let env = Env::new().await;
+    let dest = env.destination().await;
+    let events: Vec<Value> = (0..50).map(|i| track(&format!("m{i}"), "Clicked", json!({"n": i}))).collect();
+    let mut with_duplicate = events.clone();
+    with_duplicate.push(events[3].clone()); // the same event twice in one batch
+    dest.deliver(&batch(0, &with_duplicate)).await.unwrap();
+    dest.deliver(&batch(0, &with_duplicate)).await.unwrap();
+    // A fresh destination (no cached state at all) retrying the batch.
+    env.destination().await.deliver(&batch(0, &events)).await.unwrap();
+    for table in ["tracks", "clicked"] {
+        assert_eq!(env.count(table).await, 50, "rows in {table}");
+        let distinct = env.admin.value(&format!("SELECT COUNT(DISTINCT id) FROM {}", env.table(table))).await;
+        assert_eq!(distinct.as_deref(), Some("50"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_keep_the_latest_traits() {
+    let env = Env::new().await;
+    let dest = env.destination().await;
+    dest.deliver(&batch(0, &[identify("i1", "u1", T0, json!({"email": "old@x.com", "plan": "free"}))]))
+        .await
+        .unwrap();
+    // In one batch: a newer plan, then a newer email.
+    dest.deliver(&batch(
+        1,
+        &[
+            identify("i2", "u1", T1, json!({"plan": "pro"})),
+            identify("i3", "u1", T1, json!({"email": "new@x.com"})),
+            identify("i4", "u2", T0, json!({"plan": "free"})),
+        ],
+    ))
+    .await
+    .unwrap();
+    // A late, older identify: it may fill a missing trait but not overwrite newer ones.
+    dest.deliver(&batch(4, &[identify("i0", "u1", "2024-04-01T00:00:00.000Z", json!({"plan": "trial", "company": "Acme"}))]))
+        .await
+        .unwrap();
+
+    let users = env
+        .admin
+        .rows(&format!(
+            "SELECT id, email, plan, company, CAST(received_at AS VARCHAR) FROM {} ORDER BY id",
+            env.table("users")
+        ))
+        .await;
+    assert_eq!(users.len(), 2, "one row per user: {users:?}");
+    assert_eq!(users[0][..4], [Some("u1".into()), Some("new@x.com".into()), Some("pro".into()), Some("Acme".into())]);
+    assert!(users[0][4].as_deref().unwrap().contains("11:00"), "received_at is the newest: {users:?}");
+    assert_eq!(users[1][..3], [Some("u2".into()), None, Some("free".into())]);
+    assert_eq!(env.count("identifies").await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unplaceable_events_are_rejected_and_the_rest_load() {
+    let env = Env::new().await;
+    let dest = env.destination().await;
+    let events = [
+        track("t1", "Ok", json!({})),
+        json!({"type": "track", "event": "No Id"}),
+        json!({"type": "teleport", "messageId": "x1"}),
+    ];
+    let mut b = batch(0, &events);
+    b.events.push(OutEvent { offset: 9, source: Arc::from("web"), json: "not json".as_bytes().to_vec().into() });
+    let delivered = dest.deliver(&b).await.unwrap();
+    let rejected: Vec<usize> = delivered.rejected.iter().map(|(i, _)| *i).collect();
+    assert_eq!(rejected, vec![1, 2, 3], "{:?}", delivered.rejected);
+    assert!(delivered.rejected[0].1.contains("messageId"));
+    assert_eq!(env.count("ok").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sql_compilation_error_is_permanent_and_names_statement_and_code() {
+    let env = Env::new().await;
+    // Someone replaced `tracks` with a view: no ALTER or MERGE can fix that by retrying.
+    env.admin.exec(&format!("CREATE SCHEMA {}.EVENTS", env.database)).await;
+    env.admin.exec(&format!("CREATE VIEW {} AS SELECT 'x' AS event", env.table("tracks"))).await;
+    let dest = env.destination().await;
+    let error = dest.deliver(&batch(0, &[track("t1", "Broken", json!({}))])).await.unwrap_err();
+    assert!(!error.is_retriable(), "{error}");
+    let reason = error.to_string();
+    assert!(reason.contains("Snowflake error 0"), "carries Snowflake's error code: {reason}");
+    assert!(reason.contains("statement: `ALTER TABLE"), "carries the statement: {reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unavailable_warehouse_is_temporary_and_the_retry_loads() {
+    let env = Env::new().await;
+    let faults = Faults::default();
+    let dest = SnowflakeDestination::with_client(env.config(), fakesnow::client(&faults)).await.unwrap();
+    let b = batch(0, &[track("t1", "Retried", json!({"n": 1}))]);
+    dest.deliver(&b).await.unwrap();
+
+    // The service answers 503 (an HTML page, not JSON) to the next statement.
+    faults.fail_next_queries.store(1, Ordering::SeqCst);
+    let error = dest.deliver(&batch(1, &[track("t2", "Retried", json!({"n": 2}))])).await.unwrap_err();
+    assert!(error.is_retriable(), "{error}");
+    // The router's retry of the same batch then loads it.
+    dest.deliver(&batch(1, &[track("t2", "Retried", json!({"n": 2}))])).await.unwrap();
+    assert_eq!(env.count("retried").await, 2);
+
+    // Nothing listening at all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let nowhere: reqwest::Url = format!("http://127.0.0.1:{port}").parse().unwrap();
+    let dest = SnowflakeDestination::with_client(env.config(), fakesnow::client_to(nowhere, &faults)).await.unwrap();
+    let error = dest.deliver(&b).await.unwrap_err();
+    assert!(error.is_retriable(), "{error}");
+}
+
+const PASSWORD_YAML: &str = r#"
+type: snowflake
+account: myorg-myaccount
+user: SLUICE_LOADER
+auth:
+  type: password
+  password: "${SNOWFLAKE_PASSWORD}"
+warehouse: LOADING
+database: ANALYTICS
+schema: SLUICE
+role: LOADER
+stage:
+  type: s3
+  name: SLUICE_STAGE
+  bucket: my-company-sluice
+  prefix: snowflake/
+  region: eu-central-1
+  storage_integration: SLUICE_S3
+"#;
+
+const KEY_PAIR_YAML: &str = r#"
+type: snowflake
+account: xy12345.eu-central-1
+user: SLUICE_LOADER
+auth:
+  type: key_pair
+  private_key_path: /etc/sluice/snowflake_key.p8
+warehouse: LOADING
+database: ANALYTICS
+schema: SLUICE
+role: LOADER
+stage:
+  type: internal
+  name: SLUICE_STAGE
+max_file_bytes: 104857600
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_yaml_parses_and_bad_settings_are_refused() {
+    for yaml in [PASSWORD_YAML, KEY_PAIR_YAML] {
+        let sink: SinkConfig = serde_yaml::from_str(yaml).unwrap();
+        assert!(matches!(sink, SinkConfig::Snowflake(_)));
+        sink.validate().unwrap();
+    }
+    let typo = PASSWORD_YAML.replace("warehouse:", "warehous:");
+    assert!(serde_yaml::from_str::<SinkConfig>(&typo).is_err(), "unknown keys are errors");
+    let bad_schema = PASSWORD_YAML.replace("schema: SLUICE", "schema: \"my schema\"");
+    let sink: SinkConfig = serde_yaml::from_str(&bad_schema).unwrap();
+    assert!(sink.validate().unwrap_err().contains("schema"));
+
+    // A key that is not a usable private key fails when the destination is built, not at the
+    // first login deep in the router's retries.
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.auth = AuthConfig::KeyPair {
+        private_key: Some(Secret("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n".into())),
+        private_key_path: None,
+    };
+    let error = SnowflakeDestination::with_client(config, fakesnow::client(&Faults::default())).await.err().unwrap();
+    assert!(error.to_string().contains("private key"), "{error}");
+    assert!(!format!("{:?}", env.config()).contains("secret"), "secrets stay out of Debug output");
+}
