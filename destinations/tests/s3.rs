@@ -307,3 +307,39 @@ async fn sink_config_builds_s3_from_its_type_tag_and_checks_it() {
         serde_json::from_value(json!({"type": "s3", "bucket": "b", "part_size_bytes": 1024})).unwrap();
     assert!(small_parts.validate().unwrap_err().contains("part_size_bytes"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_rejects_events_that_are_not_objects_and_writes_the_rest() {
+    let (client, endpoint, bucket) = fresh_bucket("rejects").await;
+    let dest = S3Destination::new(config(&endpoint, &bucket, S3Format::Parquet)).await.unwrap();
+    let not_an_object = OutEvent { offset: 2, source: Arc::from("chat"), json: Bytes::from_static(b"[1,2,3]") };
+    let b = batch(vec![event(1, "web", json!({})), not_an_object, event(3, "chat", json!({})), event(4, "web", json!({}))]);
+    let delivered = dest.deliver(&b).await.unwrap();
+    // The index is the event's place in the whole batch, not in its source's object.
+    assert_eq!(delivered.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
+    assert!(delivered.rejected[0].1.contains("not a JSON object"), "{}", delivered.rejected[0].1);
+    let mut found = keys(&client, &bucket).await;
+    found.sort();
+    assert_eq!(found.len(), 2, "{found:?}");
+    for (key, rows) in found.iter().zip([1, 2]) {
+        let bytes = get(&client, &bucket, key).await;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), rows, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_received_at_the_object_is_filed_under_the_delivery_hour() {
+    let (client, endpoint, bucket) = fresh_bucket("nodate").await;
+    let dest = S3Destination::new(config(&endpoint, &bucket, S3Format::NdjsonGzip)).await.unwrap();
+    let mut e = event(1, "chat", json!({}));
+    let mut value: Value = serde_json::from_slice(&e.json).unwrap();
+    value.as_object_mut().unwrap().remove("receivedAt");
+    e.json = value.to_string().into();
+    let hour = |t: chrono::DateTime<chrono::Utc>| t.format("events/raw/chat/%Y/%m/%d/%H/").to_string();
+    let before = hour(chrono::Utc::now());
+    dest.deliver(&batch(vec![e])).await.unwrap();
+    let after = hour(chrono::Utc::now());
+    let found = keys(&client, &bucket).await;
+    assert!(found[0].starts_with(&before) || found[0].starts_with(&after), "{found:?} vs {before}");
+}

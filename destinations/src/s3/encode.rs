@@ -263,7 +263,7 @@ mod tests {
                 "post_id": format!("post-{i}"),
                 "root_id": null,
                 "length": 87 + i % 200,
-                "has_attachments": i % 7 == 0,
+                "has_attachments": i.is_multiple_of(7),
                 "mentions": i % 3,
                 "broadcast_to": 20
             }

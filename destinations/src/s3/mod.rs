@@ -253,6 +253,10 @@ impl S3Destination {
         let encoded = tokio::task::spawn_blocking(move || encode::encode(format, &events, Utc::now()))
             .await
             .map_err(|e| DeliveryError::temporary(format!("encoding task failed: {e}")))??;
+        if encoded.rejected.len() == count {
+            // Nothing left to store; an empty Parquet file would only confuse readers.
+            return Ok(encoded.rejected);
+        }
         let object = upload::Object {
             bucket: &self.config.bucket,
             key: &key,
