@@ -436,3 +436,76 @@ async fn the_documented_yaml_parses_and_bad_settings_are_refused() {
     assert!(error.to_string().contains("private key"), "{error}");
     assert!(!format!("{:?}", env.config()).contains("secret"), "secrets stay out of Debug output");
 }
+
+/// The upload half of an external S3 stage, against moto: what COPY would read from
+/// `s3://{bucket}/{prefix}/` (fakesnow itself cannot read S3, so COPY is exercised with the
+/// file stage above).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_stage_uploads_and_removes_batch_files() {
+    use sluice_destinations::snowflake::stage::{self, FileStore, StagedFile};
+    use std::io::Read;
+
+    let endpoint = std::env::var("SLUICE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+    if std::net::TcpStream::connect(&addr).is_err() {
+        panic!("no S3 (moto) server at {endpoint}: run `scripts/backends.sh start` (or set SLUICE_TEST_S3_ENDPOINT)");
+    }
+    let bucket = fakesnow::unique("stage").to_lowercase().replace('_', "-");
+    let config = StageConfig::S3 {
+        name: "SLUICE_STAGE".into(),
+        bucket: bucket.clone(),
+        prefix: "/snowflake/".into(),
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint.clone()),
+        storage_integration: Some("S3_INT".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some(Secret("test".into())),
+    };
+    assert_eq!(
+        stage::create_sql(&config, "\"DB\".\"S\".\"SLUICE_STAGE\"").unwrap(),
+        format!("CREATE STAGE IF NOT EXISTS \"DB\".\"S\".\"SLUICE_STAGE\" URL = 's3://{bucket}/snowflake/' STORAGE_INTEGRATION = \"S3_INT\"")
+    );
+
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+
+    let store = FileStore::open(&config).await.expect("an s3 stage has a file store");
+    let gz = |text: &str| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let dir = "warehouse/tracks/00000000000000000000-00000000000000000009-abc";
+    let files = vec![
+        StagedFile { name: "part-00000.ndjson.gz".into(), bytes: gz("{\"id\":\"a\"}\n") },
+        StagedFile { name: "part-00001.ndjson.gz".into(), bytes: gz("{\"id\":\"b\"}\n") },
+    ];
+    store.upload(dir, files).await.unwrap();
+
+    let listed = s3.list_objects_v2().bucket(&bucket).prefix("snowflake/").send().await.unwrap();
+    let keys: Vec<String> = listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect();
+    assert_eq!(keys, vec![format!("snowflake/{dir}/part-00000.ndjson.gz"), format!("snowflake/{dir}/part-00001.ndjson.gz")]);
+    let body = s3.get_object().bucket(&bucket).key(&keys[1]).send().await.unwrap().body.collect().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body.into_bytes()[..]).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "{\"id\":\"b\"}\n");
+
+    store.remove(dir, &["part-00000.ndjson.gz".into(), "part-00001.ndjson.gz".into()]).await.unwrap();
+    let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    assert!(listed.contents().is_empty(), "staged objects are removed after the load");
+
+    // A missing bucket is a configuration problem, not something a retry fixes.
+    let mut missing = config.clone();
+    if let StageConfig::S3 { bucket, .. } = &mut missing {
+        *bucket = format!("{bucket}-missing");
+    }
+    let store = FileStore::open(&missing).await.unwrap();
+    let error = store.upload(dir, vec![StagedFile { name: "x.gz".into(), bytes: vec![1] }]).await.unwrap_err();
+    assert!(!error.is_retriable(), "{error}");
+}
