@@ -39,10 +39,13 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 1_000_000_000)
 }
 
-/// Failure injection: how many of the next query requests get an HTTP 503 instead of fakesnow.
+/// Test controls shared with the middleware.
 #[derive(Clone, Default)]
 pub struct Faults {
+    /// How many of the next query requests get an HTTP 503 instead of reaching fakesnow.
     pub fail_next_queries: Arc<AtomicU32>,
+    /// Nanoseconds spent waiting for fakesnow's answers (the benchmark's split of the time).
+    pub server_nanos: Arc<AtomicU64>,
 }
 
 struct LocalSnowflake {
@@ -108,10 +111,12 @@ impl Middleware for LocalSnowflake {
                 return Ok(reqwest::Response::from(resp));
             }
         }
+        let started = std::time::Instant::now();
         let resp = next.run(req, ext).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().await?;
+        self.faults.server_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let body = match serde_json::from_slice::<Value>(&body) {
             Ok(mut v) => {
                 patch(&path, &mut v);
