@@ -24,6 +24,7 @@ mod convert;
 mod error;
 pub mod helpers;
 mod registry;
+mod scan;
 mod script;
 
 use std::path::PathBuf;

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope, AST};
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope, AST};
 
 use crate::error::{LimitKind, ScriptRef, TransformError};
-use crate::{helpers, Limits, Meta};
+use crate::{helpers, scan, Limits, Meta};
 
 /// How often (in operations) the progress callback looks at the clock: reading it costs about as
 /// much as a cheap Rhai operation, and 64 operations take microseconds, far below any budget.
@@ -97,16 +97,32 @@ pub fn build_engine(id: &str, limits: &Limits) -> Engine {
         tracing::debug!(transformation = %debug_id, line = ?pos.line(), "script debug: {text}")
     });
     helpers::register(&mut engine);
+    engine.register_fn(KEEP_EVENT_FN, || KeepEvent);
     engine
 }
 
 /// What one call of `transform` produced for one input event.
 pub type Outputs = Vec<Dynamic>;
 
+/// Returned by the body when it ends with the bare event variable; see [`scan::trailing_identifier`].
+#[derive(Clone, Copy)]
+struct KeepEvent;
+
+const KEEP_EVENT_FN: &str = "__sluice_keep_event";
+
+/// An entry point (`transform` or `transform_batch`) compiled as top-level code: see `scan.rs`
+/// for why.
+struct Entry {
+    ast: AST,
+    /// The function's parameter names, bound in the scope in this order.
+    params: [String; 2],
+}
+
 pub struct Compiled {
     pub script: ScriptRef,
     engine: Arc<Engine>,
-    ast: AST,
+    transform: Option<Entry>,
+    batch: Option<Entry>,
     limits: Limits,
     /// `meta.params`: shared and read-only, so handing it to each call is a reference-count bump
     /// rather than a deep copy, and no event can change what the next one sees.
@@ -123,35 +139,72 @@ impl Compiled {
         limits: &Limits,
         params: Dynamic,
     ) -> Result<Compiled, TransformError> {
-        let mut ast = engine.compile(source).map_err(|e| TransformError::Compile {
+        let compile_error = |line: Option<usize>, message: String| TransformError::Compile {
             script: script.clone(),
-            line: e.1.line(),
-            message: e.0.to_string(),
-        })?;
-        ast.set_source(script.file.display().to_string());
-        let arity = |name: &str| {
-            ast.iter_functions()
-                .find(|f| f.name == name)
-                .map(|f| f.params.len())
+            line,
+            message,
         };
-        let has_transform = check_arity(&script, arity("transform"), "transform(event, meta)")?;
-        let has_batch =
-            check_arity(&script, arity("transform_batch"), "transform_batch(events, meta)")?;
-        if !has_transform && !has_batch {
-            return Err(TransformError::Compile {
-                script,
-                line: None,
-                message: "the script defines neither fn transform(event, meta) nor fn transform_batch(events, meta)".into(),
-            });
+        // Rhai parses (and reports syntax errors for) the script as written.
+        let ast = engine
+            .compile(source)
+            .map_err(|e| compile_error(e.1.line(), e.0.to_string()))?;
+        let spans = scan::functions(source).map_err(|top| {
+            compile_error(
+                Some(top.line),
+                "code outside functions is not supported: a script holds fn definitions only \
+                 (put defaults and constants inside fn transform)"
+                    .into(),
+            )
+        })?;
+        let params_of = |name: &str| -> Result<Option<[String; 2]>, TransformError> {
+            let Some(f) = ast.iter_functions().find(|f| f.name == name) else {
+                return Ok(None);
+            };
+            match f.params.as_slice() {
+                [a, b] => Ok(Some([a.to_string(), b.to_string()])),
+                other => Err(compile_error(
+                    None,
+                    format!("fn {name} must take 2 parameters (event(s), meta), this one takes {}", other.len()),
+                )),
+            }
+        };
+        let entry = |name: &str| -> Result<Option<Entry>, TransformError> {
+            let Some(params) = params_of(name)? else {
+                return Ok(None);
+            };
+            let span = spans.iter().find(|f| f.name == name).ok_or_else(|| {
+                compile_error(None, format!("fn {name} must be defined at the top level of the script"))
+            })?;
+            let mut text = scan::inline_body(source, &spans, name).expect("span exists");
+            if let Some((a, b)) = scan::trailing_identifier(source, span, &params[0]) {
+                text.replace_range(a..b, &format!("{KEEP_EVENT_FN}()"));
+            }
+            let mut scope = Scope::new();
+            scope.push_dynamic(params[0].as_str(), Dynamic::UNIT);
+            scope.push_dynamic(params[1].as_str(), Dynamic::UNIT);
+            let mut entry_ast = engine
+                .compile_with_scope(&scope, &text)
+                .map_err(|e| compile_error(e.1.line(), e.0.to_string()))?;
+            entry_ast.set_source(script.file.display().to_string());
+            Ok(Some(Entry { ast: entry_ast, params }))
+        };
+        let transform = entry("transform")?;
+        let batch = entry("transform_batch")?;
+        if transform.is_none() && batch.is_none() {
+            return Err(compile_error(
+                None,
+                "the script defines neither fn transform(event, meta) nor fn transform_batch(events, meta)".into(),
+            ));
         }
         Ok(Compiled {
+            has_transform: transform.is_some(),
+            has_batch: batch.is_some(),
             script,
             engine,
-            ast,
+            transform,
+            batch,
             limits: limits.clone(),
             params,
-            has_transform,
-            has_batch,
         })
     }
 
@@ -174,7 +227,8 @@ impl Compiled {
         }
         let result = {
             let _budget = BudgetGuard::set(&self.limits, 1);
-            self.call("transform", event, Dynamic::from_map(self.meta_map(meta)))
+            let entry = self.transform.as_ref().expect("has_transform");
+            self.eval(entry, event, Dynamic::from_map(self.meta_map(meta)))
         };
         self.outputs(result.map_err(|e| self.runtime_error(*e, 1))?)
     }
@@ -202,11 +256,8 @@ impl Compiled {
         meta.insert("per_event".into(), Dynamic::from_array(per_event));
         let result = {
             let _budget = BudgetGuard::set(&self.limits, n as u64);
-            self.call(
-                "transform_batch",
-                Dynamic::from_array(events),
-                Dynamic::from_map(meta),
-            )
+            let entry = self.batch.as_ref().expect("run_batch is only called when has_batch");
+            self.eval(entry, Dynamic::from_array(events), Dynamic::from_map(meta))
         };
         let value = result.map_err(|e| self.runtime_error(*e, n as u64))?;
         let outcomes = value.into_array().map_err(|t| self.bad_output(format!(
@@ -221,11 +272,17 @@ impl Compiled {
         Ok(outcomes.into_iter().map(|o| self.outputs(o)).collect())
     }
 
-    fn call(&self, name: &str, a: Dynamic, b: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
-        let options = CallFnOptions::new().rewind_scope(true);
-        self.engine
-            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, name, (a, b))
-            .map(Dynamic::flatten)
+    fn eval(&self, entry: &Entry, a: Dynamic, b: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+        let mut scope = Scope::new();
+        scope.push_dynamic(entry.params[0].as_str(), a);
+        scope.push_dynamic(entry.params[1].as_str(), b);
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &entry.ast)?;
+        if result.is::<KeepEvent>() {
+            // The body ended with the bare event variable: move it out instead of a deep copy.
+            let event = scope.get_mut(&entry.params[0]).map(std::mem::take);
+            return Ok(event.unwrap_or(Dynamic::UNIT).flatten());
+        }
+        Ok(result.flatten())
     }
 
     /// Interprets a returned value: a map is one event, `()` a drop, an array a split.
@@ -321,18 +378,6 @@ impl Compiled {
             Some(kind) => TransformError::Limit { script, kind, line, message },
             None => TransformError::Runtime { script, line, message },
         }
-    }
-}
-
-fn check_arity(script: &ScriptRef, found: Option<usize>, wanted: &str) -> Result<bool, TransformError> {
-    match found {
-        None => Ok(false),
-        Some(2) => Ok(true),
-        Some(n) => Err(TransformError::Compile {
-            script: script.clone(),
-            line: None,
-            message: format!("fn {wanted} must take 2 parameters, this one takes {n}"),
-        }),
     }
 }
 

@@ -1,0 +1,289 @@
+//! A small scanner over Rhai source text that finds top-level `fn` definitions.
+//!
+//! Why: Rhai moves the position of a limit error (too many operations, stack overflow, data too
+//! large, terminated) to the call site at every function boundary, and the outermost call from
+//! Rust has no position, so an error inside `fn transform` would come back without a line. We
+//! therefore run the *body* of `transform` as top-level code (with `event` and `meta` in the
+//! scope) where positions survive. [`inline_body`] produces that source: the original text with
+//! the `fn transform(event, meta) {` header and its closing `}` blanked out, so every line
+//! keeps its number. Rhai itself has already parsed the script, so the scanner only needs to
+//! understand comments, string and character literals, and braces.
+
+/// A top-level function definition: byte ranges of the header (`fn name(a, b) {`) and of the
+/// closing brace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FnSpan {
+    pub name: String,
+    pub header: (usize, usize),
+    pub close: usize,
+}
+
+/// Top-level content other than function definitions, with its line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TopLevelCode {
+    pub line: usize,
+}
+
+struct Scanner<'a> {
+    src: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self, ahead: usize) -> u8 {
+        self.src.get(self.pos + ahead).copied().unwrap_or(0)
+    }
+
+    fn line_at(&self, pos: usize) -> usize {
+        self.src[..pos].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    /// Skips whitespace and comments; returns false at the end of input.
+    fn skip_trivia(&mut self) -> bool {
+        loop {
+            match (self.peek(0), self.peek(1)) {
+                (0, _) => return false,
+                (b'/', b'/') => {
+                    while !matches!(self.peek(0), b'\n' | 0) {
+                        self.pos += 1;
+                    }
+                }
+                (b'/', b'*') => self.skip_block_comment(),
+                (c, _) if c.is_ascii_whitespace() => self.pos += 1,
+                _ => return true,
+            }
+        }
+    }
+
+    /// Rhai block comments nest.
+    fn skip_block_comment(&mut self) {
+        let mut depth = 0;
+        while self.pos < self.src.len() {
+            match (self.peek(0), self.peek(1)) {
+                (b'/', b'*') => {
+                    depth += 1;
+                    self.pos += 2;
+                }
+                (b'*', b'/') => {
+                    depth -= 1;
+                    self.pos += 2;
+                    if depth == 0 {
+                        return;
+                    }
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// Skips a quoted literal starting at `pos` (`"..."`, `'c'`), honouring backslash escapes.
+    fn skip_quoted(&mut self, quote: u8) {
+        self.pos += 1;
+        while self.pos < self.src.len() {
+            match self.peek(0) {
+                b'\\' => self.pos += 2,
+                c if c == quote => {
+                    self.pos += 1;
+                    return;
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// Skips a raw string `#"..."#` (any number of `#`).
+    fn skip_raw(&mut self) {
+        let mut hashes = 0;
+        while self.peek(0) == b'#' {
+            hashes += 1;
+            self.pos += 1;
+        }
+        self.pos += 1; // the opening quote
+        while self.pos < self.src.len() {
+            if self.peek(0) == b'"' && (1..=hashes).all(|i| self.peek(i) == b'#') {
+                self.pos += 1 + hashes;
+                return;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// Skips a back-tick string, including the code inside `${ ... }` interpolations.
+    fn skip_backtick(&mut self) {
+        self.pos += 1;
+        while self.pos < self.src.len() {
+            match (self.peek(0), self.peek(1)) {
+                (b'\\', _) => self.pos += 2,
+                (b'`', _) => {
+                    self.pos += 1;
+                    return;
+                }
+                (b'$', b'{') => {
+                    self.pos += 1;
+                    self.skip_balanced();
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    fn is_raw_string_start(&self) -> bool {
+        let mut i = 0;
+        while self.peek(i) == b'#' {
+            i += 1;
+        }
+        i > 0 && self.peek(i) == b'"'
+    }
+
+    /// With `pos` on an opening brace, moves past its matching closing brace and returns the
+    /// closing brace's offset.
+    fn skip_balanced(&mut self) -> usize {
+        let mut depth = 0usize;
+        while self.skip_trivia() {
+            match self.peek(0) {
+                b'"' | b'\'' => self.skip_quoted(self.peek(0)),
+                b'`' => self.skip_backtick(),
+                b'#' if self.is_raw_string_start() => self.skip_raw(),
+                b'{' => {
+                    depth += 1;
+                    self.pos += 1;
+                }
+                b'}' => {
+                    depth = depth.saturating_sub(1);
+                    self.pos += 1;
+                    if depth == 0 {
+                        return self.pos - 1;
+                    }
+                }
+                _ => self.pos += 1,
+            }
+        }
+        self.pos
+    }
+
+    fn word(&mut self) -> &'a str {
+        let start = self.pos;
+        while self.peek(0).is_ascii_alphanumeric() || self.peek(0) == b'_' {
+            self.pos += 1;
+        }
+        std::str::from_utf8(&self.src[start..self.pos]).unwrap_or("")
+    }
+}
+
+/// Lists the top-level `fn` definitions; fails at the first top-level code that is not one.
+pub fn functions(source: &str) -> Result<Vec<FnSpan>, TopLevelCode> {
+    let mut s = Scanner { src: source.as_bytes(), pos: 0 };
+    let mut out = Vec::new();
+    while s.skip_trivia() {
+        let start = s.pos;
+        let mut word = s.word();
+        if word == "private" {
+            s.skip_trivia();
+            word = s.word();
+        }
+        if word != "fn" {
+            return Err(TopLevelCode { line: s.line_at(start) });
+        }
+        s.skip_trivia();
+        let name = s.word().to_string();
+        // The rest of the header (parameters) holds no braces; the body starts at the first one.
+        while !matches!(s.peek(0), b'{' | 0) {
+            s.pos += 1;
+        }
+        let open = s.pos;
+        let close = s.skip_balanced();
+        out.push(FnSpan { name, header: (start, open + 1), close });
+    }
+    Ok(out)
+}
+
+/// `source` with `fn NAME(...) {` blanked out (newlines kept) and its closing brace turned into
+/// `;`, so the body becomes top-level code on its original lines, separated from any function
+/// definition that follows. (A `;` does not change the value of Rhai's last statement.)
+/// `None` when there is no such function.
+pub fn inline_body(source: &str, spans: &[FnSpan], name: &str) -> Option<String> {
+    let span = spans.iter().find(|f| f.name == name)?;
+    let mut bytes = source.as_bytes().to_vec();
+    for b in &mut bytes[span.header.0..span.header.1] {
+        if *b != b'\n' {
+            *b = b' ';
+        }
+    }
+    bytes[span.close] = b';';
+    Some(String::from_utf8(bytes).expect("only ASCII bytes were replaced by spaces"))
+}
+
+/// If the last statement of function `name` is the bare identifier `param` (the usual
+/// `... event }` ending), returns its byte range. Replacing it lets the host take the event out
+/// of the scope instead of Rhai copying the whole map to return it.
+pub fn trailing_identifier(source: &str, span: &FnSpan, param: &str) -> Option<(usize, usize)> {
+    let body = &source.as_bytes()[span.header.1..span.close];
+    let trimmed_end = body.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+    let ident_start = trimmed_end.checked_sub(param.len())?;
+    if &body[ident_start..trimmed_end] != param.as_bytes() {
+        return None;
+    }
+    // It must be a statement of its own: preceded (ignoring whitespace) by `;`, `}` or `{`,
+    // and not by part of a longer identifier or an operator.
+    let before = body[..ident_start]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map(|i| body[i]);
+    let clean_start = ident_start == 0 || !is_ident_byte(body[ident_start - 1]);
+    match before {
+        Some(b';') | Some(b'}') | None if clean_start => {
+            Some((span.header.1 + ident_start, span.header.1 + trimmed_end))
+        }
+        _ => None,
+    }
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "// a { comment\nfn helper(x) { `${x + \"}\"}` }\n/* block /* nested } */ */\nprivate fn transform(event, meta) {\n  let s = \"{\"; let c = '}'; let r = #\"}\"#;\n  if true { s } else { c };\n  event\n}\n";
+
+    #[test]
+    fn finds_functions_across_literals_and_comments() {
+        let fns = functions(SRC).unwrap();
+        let names: Vec<_> = fns.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["helper", "transform"]);
+        assert_eq!(&SRC[fns[1].close..fns[1].close + 2], "}\n");
+    }
+
+    #[test]
+    fn inlining_keeps_line_numbers() {
+        let fns = functions(SRC).unwrap();
+        let inlined = inline_body(SRC, &fns, "transform").unwrap();
+        assert_eq!(inlined.lines().count(), SRC.lines().count());
+        assert!(!inlined.contains("private fn transform"));
+        assert!(inlined.contains("fn helper(x)"));
+        assert!(inlined.lines().nth(4).unwrap().contains("let s ="));
+    }
+
+    #[test]
+    fn finds_a_trailing_event_statement() {
+        let fns = functions(SRC).unwrap();
+        let (a, b) = trailing_identifier(SRC, &fns[1], "event").unwrap();
+        assert_eq!(&SRC[a..b], "event");
+        let expr = "fn transform(e, m) { let x = 1 +\n e }";
+        assert_eq!(trailing_identifier(expr, &functions(expr).unwrap()[0], "e"), None);
+        let longer = "fn transform(e, m) { the }";
+        assert_eq!(trailing_identifier(longer, &functions(longer).unwrap()[0], "e"), None);
+        let only = "fn transform(e, m) { e }";
+        assert!(trailing_identifier(only, &functions(only).unwrap()[0], "e").is_some());
+        let ret = "fn transform(e, m) { return e }";
+        assert_eq!(trailing_identifier(ret, &functions(ret).unwrap()[0], "e"), None);
+    }
+
+    #[test]
+    fn top_level_code_is_reported_with_its_line() {
+        assert_eq!(functions("fn a() {}\n\nlet x = 1;\n"), Err(TopLevelCode { line: 3 }));
+        assert_eq!(functions("const X = 1;"), Err(TopLevelCode { line: 1 }));
+    }
+}
