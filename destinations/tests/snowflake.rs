@@ -317,6 +317,19 @@ async fn users_keep_the_latest_traits() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_table_made_by_hand_gets_the_columns_it_lacks() {
+    let env = Env::new().await;
+    env.admin.exec(&format!("CREATE SCHEMA {}.EVENTS", env.database)).await;
+    env.admin.exec(&format!("CREATE TABLE {} (id VARCHAR, event VARCHAR)", env.table("tracks"))).await;
+    env.destination().await.deliver(&batch(0, &[track("t1", "Made", json!({}))])).await.unwrap();
+    let columns = env.columns("tracks").await;
+    for column in ["received_at", "user_id", "event_text", "context_ip"] {
+        assert!(columns.contains(&column.to_string()), "tracks lacks {column}: {columns:?}");
+    }
+    assert_eq!(env.admin.value(&format!("SELECT event_text FROM {}", env.table("tracks"))).await.as_deref(), Some("Made"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unplaceable_events_are_rejected_and_the_rest_load() {
     let env = Env::new().await;
     let dest = env.destination().await;

@@ -17,6 +17,7 @@
 //! See `docs/snowflake.md` for the YAML, the table layout and the evolution rules.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,7 +57,7 @@ pub struct SnowflakeDestination {
     /// `None` until read from `information_schema`, and again after a failed load.
     schemas: Mutex<Option<Schemas>>,
     /// Whether the schema and the stage have been created (once per process).
-    prepared: Mutex<bool>,
+    prepared: AtomicBool,
     /// One load at a time: concurrent ALTERs and MERGEs on the same table would only race.
     load_lock: tokio::sync::Mutex<()>,
 }
@@ -95,21 +96,21 @@ impl SnowflakeDestination {
             names,
             stage_name,
             schemas: Mutex::new(None),
-            prepared: Mutex::new(false),
+            prepared: AtomicBool::new(false),
             load_lock: tokio::sync::Mutex::new(()),
             config,
         })
     }
 
     async fn prepare(&self) -> Result<(), DeliveryError> {
-        if *self.prepared.lock().unwrap() {
+        if self.prepared.load(Ordering::Acquire) {
             return Ok(());
         }
         self.warehouse.exec(&load::create_schema_sql(&self.names)).await?;
         if let Some(sql) = stage::create_sql(&self.config.stage, &self.stage_name) {
             self.warehouse.exec(&sql).await?;
         }
-        *self.prepared.lock().unwrap() = true;
+        self.prepared.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -251,9 +252,10 @@ impl Destination for SnowflakeDestination {
         match self.load(batch).await {
             Ok(delivered) => Ok(delivered),
             Err(error) => {
-                // Whatever failed, the cached schemas may be what is wrong (a column dropped or
-                // retyped by hand): read them again before the next attempt.
+                // Whatever failed, the cached state may be what is wrong (a column dropped or
+                // retyped by hand, the schema or stage dropped): read and check it again.
                 *self.schemas.lock().unwrap() = None;
+                self.prepared.store(false, Ordering::Release);
                 if warm && !error.is_retriable() {
                     tracing::warn!(%error, "snowflake load failed with cached schemas; retrying once with fresh ones");
                     let retried = self.load(batch).await;

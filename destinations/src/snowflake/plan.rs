@@ -100,12 +100,12 @@ fn plan_table(table: &str, mut rows: Vec<Row>, known: &Schemas, uuid_ts: &str, d
     // fixed one, else inferred from the batch's values in log order.
     let mut types: BTreeMap<String, ColumnType> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    if existing.is_none() {
-        // A new table gets every fixed column, so later batches never need to add them.
-        for (name, ty) in fixed_columns(table) {
-            types.insert(name.to_string(), ty);
-            order.push(name.to_string());
-        }
+    // Fixed columns are always written (NULL when absent): a new table gets them all, a table
+    // created by hand without some gets them added, and the users MERGE can rely on received_at.
+    for (name, ty) in fixed_columns(table) {
+        let ty = existing.and_then(|e| e.get(name)).cloned().unwrap_or(ty);
+        types.insert(name.to_string(), ty);
+        order.push(name.to_string());
     }
     for row in &rows {
         for (column, value) in row {
