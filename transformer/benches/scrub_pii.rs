@@ -1,1 +1,103 @@
-fn main() {}
+//! Throughput of `transforms/scrub_pii.rhai` over Mattermost-like chat events, bytes in to bytes
+//! out (parse, script, serialise), one core. Besides the full chain, it measures the parts: the
+//! conversion alone (a script returning the event untouched) so that the script's own share is
+//! visible.
+//!
+//! Run: `CARGO_TARGET_DIR=/root/.cache/sluice-target cargo bench -p sluice-transformer --bench scrub_pii`
+
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use serde_json::json;
+use sluice_transformer::{Chain, Limits, Meta, Registry, TransformationConfig};
+
+const WORDS: &[&str] = &[
+    "deploy", "is", "green", "can", "you", "review", "the", "PR", "before", "lunch", "thanks",
+    "ping", "me", "when", "ready", "standup", "moved", "to", "3pm", "incident", "resolved",
+];
+
+/// A mix like the reference workload: mostly posts (message text, a third of them with an email
+/// inside), some reads and channel views, each with user traits and request context.
+fn chat_events(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let user = format!("user{}", i % 500);
+            let mut text: Vec<&str> = (0..(8 + i % 12)).map(|j| WORDS[(i * 7 + j * 3) % WORDS.len()]).collect();
+            let email = format!("{}.{}@example.com", WORDS[i % WORDS.len()], i % 97);
+            if i % 3 == 0 {
+                text.insert(4, &email);
+            }
+            let (kind, properties) = match i % 10 {
+                0..=5 => ("Post Created", json!({"post_id": format!("p{i}"), "channel_id": format!("c{}", i % 40),
+                    "channel_type": "O", "team_id": "t1", "message": text.join(" "), "root_id": "",
+                    "has_files": i % 7 == 0, "mentions": ["alice", "bob"]})),
+                6..=8 => ("Posts Viewed", json!({"channel_id": format!("c{}", i % 40), "post_count": 20})),
+                _ => ("Channel Joined", json!({"channel_id": format!("c{}", i % 40), "channel_name": "town-square"})),
+            };
+            let event = json!({
+                "type": "track", "event": kind, "userId": user, "anonymousId": format!("anon-{i}"),
+                "messageId": format!("5f2c1a34-9d1e-4c2b-8a6f-{i:012}"),
+                "properties": properties,
+                "context": {
+                    "ip": format!("203.0.{}.{}", i % 256, (i * 13) % 256),
+                    "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 Mattermost/10.2.0",
+                    "library": {"name": "mattermost-server", "version": "10.2.0"},
+                    "locale": "en-US",
+                    "traits": {"name": format!("User {i}"), "email": format!("{user}@corp.example.com"),
+                               "username": user, "roles": "system_user"}
+                },
+                "timestamp": "2026-11-20T10:00:00.000Z", "sentAt": "2026-11-20T10:00:00.050Z",
+                "receivedAt": "2026-11-20T10:00:00.120Z", "originalTimestamp": "2026-11-20T10:00:00.000Z"
+            });
+            serde_json::to_vec(&event).unwrap()
+        })
+        .collect()
+}
+
+fn chain(id: &str, script: PathBuf) -> (Registry, Chain) {
+    let config = TransformationConfig { id: id.into(), script, params: Default::default(), limits: Limits::default() };
+    let registry = Registry::load(&[config]).expect("script compiles");
+    let chain = registry.chain(&[id.to_string()]).unwrap();
+    (registry, chain)
+}
+
+fn bench(c: &mut Criterion) {
+    let events = chat_events(1000);
+    let avg = events.iter().map(Vec::len).sum::<usize>() / events.len();
+    eprintln!("{} events, {avg} bytes on average", events.len());
+    let transforms = Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms");
+    let (_r1, scrub) = chain("scrub_pii", transforms.join("scrub_pii.rhai"));
+    let noop_dir = tempfile::tempdir().unwrap();
+    let noop_path = noop_dir.path().join("noop.rhai");
+    std::fs::write(&noop_path, "fn transform(event, meta) { event }").unwrap();
+    let (_r2, noop) = chain("noop", noop_path);
+
+    let mut group = c.benchmark_group("transform");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    for (name, chain) in [("scrub_pii", &scrub), ("noop_script", &noop)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut out = 0;
+                for e in &events {
+                    let meta = Meta::new("chat-core", "warehouse", "");
+                    out += chain.apply(e, &meta).unwrap().len();
+                }
+                out
+            })
+        });
+    }
+    group.bench_function("json_parse_serialize_only", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            for e in &events {
+                let v: rhai::Dynamic = serde_json::from_slice(e).unwrap();
+                bytes += serde_json::to_vec(&v).unwrap().len();
+            }
+            bytes
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -142,3 +142,27 @@ fn in_place_helpers_ignore_absent_parts() {
     );
     assert_eq!(out, json!({"type": "track"}));
 }
+
+#[test]
+fn pseudonymize_emails_only_touches_named_top_level_addresses() {
+    let out = run(
+        r#"event.n = pseudonymize_emails(event, ["userId", "anonymousId"]);
+           event.k = event.keyed.pseudonymize_emails("userId", "Jefe");
+           event"#,
+        json!({"userId": "abc@example.com", "anonymousId": "anon-1",
+               "keyed": {"userId": "pat@x.io"},
+               "context": {"userId": "deep@example.com"}}),
+    );
+    assert_eq!(out["userId"], sluice_sha("abc@example.com"));
+    assert_eq!(out["anonymousId"], "anon-1", "not an address: kept");
+    assert_eq!(out["context"]["userId"], "deep@example.com", "top level only");
+    assert_eq!(out["n"], 1);
+    assert_eq!(out["k"], 1);
+    assert_eq!(out["keyed"]["userId"].as_str().unwrap().len(), 64);
+    assert_ne!(out["keyed"]["userId"], sluice_sha("pat@x.io"), "keyed differs from plain");
+}
+
+fn sluice_sha(text: &str) -> String {
+    let (_s, _r, chain) = chain_of("sha", "fn transform(e, m) { e.h = sha256(e.t); e }");
+    apply(&chain, &json!({"t": text})).unwrap()[0]["h"].as_str().unwrap().to_string()
+}

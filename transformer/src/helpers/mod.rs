@@ -97,6 +97,17 @@ fn register_deep(engine: &mut Engine) {
             hash_keys(Target::Array(a), &n, None)
         });
 
+    engine
+        .register_fn("pseudonymize_emails", |m: &mut Map, n: Dynamic| -> Res<INT> {
+            Ok(count(walk::pseudonymize_emails(m, &names(&n)?, None)))
+        })
+        .register_fn("pseudonymize_emails", |m: &mut Map, n: Dynamic, key: &str| -> Res<INT> {
+            Ok(count(walk::pseudonymize_emails(m, &names(&n)?, Some(key))))
+        })
+        .register_fn("pseudonymize_emails", |m: &mut Map, n: Dynamic, _: ()| -> Res<INT> {
+            Ok(count(walk::pseudonymize_emails(m, &names(&n)?, None)))
+        });
+
     // On `()` (a part of the event that is absent, like `event.traits` on a track call) the
     // in-place helpers do nothing, so scripts need no existence check before each call.
     for name in ["drop_keys", "mask_keys", "hash_keys"] {

@@ -72,7 +72,8 @@ pub fn redact_emails(text: &str, replacement: &str) -> String {
 }
 
 pub fn is_email(text: &str) -> bool {
-    EMAIL
+    text.as_bytes().contains(&b'@')
+        && EMAIL
         .find(text.trim())
         .is_some_and(|m| m.start() == 0 && m.end() == text.trim().len())
 }
@@ -90,6 +91,14 @@ pub fn mask(text: &str, keep_last: usize) -> String {
 
 pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// HMAC-SHA256 with `key` when given, else SHA-256: the pseudonym helpers' choice.
+pub fn pseudonym(text: &str, key: Option<&str>) -> String {
+    match key {
+        Some(key) => hmac_sha256_hex(text, key),
+        None => sha256_hex(text),
+    }
 }
 
 /// Keyed hash: the same input and key always give the same pseudonym, but without the key nobody

@@ -9,23 +9,25 @@ use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::text;
 
-/// Key names to match, normalised once per call: lower case, with `_`, `-`, `.` and spaces
-/// removed, so `["first_name"]` matches `firstName`, `FirstName` and `first-name`. Personal data
-/// arrives under all of these spellings from different SDKs.
-pub struct Names(Vec<Vec<u8>>);
+/// Key names to match. Matching ignores case and `_`, `-`, `.` and spaces, so `["first_name"]`
+/// matches `firstName`, `FirstName` and `first-name`: personal data arrives under all of these
+/// spellings from different SDKs. The names are borrowed from the script's array and compared
+/// without allocating: this runs for every key of every event.
+pub struct Names(Vec<ImmutableString>);
 
 impl Names {
     /// From a Rhai string or array of strings.
     pub fn from_dynamic(names: &Dynamic) -> Result<Names, String> {
         let mut out = Vec::new();
         if let Ok(s) = names.as_immutable_string_ref() {
-            out.push(normalize(&s));
+            out.push(s.clone());
         } else if let Ok(items) = names.as_array_ref() {
+            out.reserve(items.len());
             for item in items.iter() {
                 let s = item.as_immutable_string_ref().map_err(|t| {
                     format!("key names must be strings, found a value of type {t}")
                 })?;
-                out.push(normalize(&s));
+                out.push(s.clone());
             }
         } else {
             return Err(format!(
@@ -45,28 +47,22 @@ impl Names {
     }
 }
 
-fn is_separator(b: u8) -> bool {
+fn is_separator(b: &u8) -> bool {
     matches!(b, b'_' | b'-' | b'.' | b' ')
 }
 
-fn normalize(name: &str) -> Vec<u8> {
-    name.bytes()
-        .filter(|b| !is_separator(*b))
-        .map(|b| b.to_ascii_lowercase())
-        .collect()
-}
-
-/// Compares `key` with an already normalised name without allocating: this runs for every key of
-/// every event.
-fn eq_normalized(key: &str, name: &[u8]) -> bool {
-    let mut expected = name.iter();
-    for b in key.bytes().filter(|b| !is_separator(*b)) {
-        match expected.next() {
-            Some(e) if *e == b.to_ascii_lowercase() => {}
+/// Compares two names ignoring ASCII case and separators. Cloning an `ImmutableString` above is
+/// a reference-count bump, so building `Names` costs one small vector per call.
+fn eq_normalized(key: &str, name: &str) -> bool {
+    let mut a = key.bytes().filter(|b| !is_separator(b));
+    let mut b = name.bytes().filter(|b| !is_separator(b));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(&y) => {}
             _ => return false,
         }
     }
-    expected.next().is_none()
 }
 
 /// What a deep helper was called on: an event (map) or an array of values. Rhai gives native
@@ -150,14 +146,29 @@ pub fn hash_keys(target: Target, names: &Names, key: Option<&str>) -> usize {
                 Ok(s) => s.to_string(),
                 Err(_) => serde_json::to_string(&*v).unwrap_or_default(),
             };
-            let hashed = match key {
-                Some(key) => text::hmac_sha256_hex(&text, key),
-                None => text::sha256_hex(&text),
-            };
-            *v = hashed.into();
+            *v = text::pseudonym(&text, key).into();
             count += 1;
         }
     });
+    count
+}
+
+/// Replaces the values of the named keys of `map` itself (not deeper) that are email addresses
+/// with a pseudonym (HMAC-SHA256 with `key`, else SHA-256); other values stay. For identity
+/// fields (`userId`), which must stay stable per user but must not be an address.
+pub fn pseudonymize_emails(map: &mut Map, names: &Names, key: Option<&str>) -> usize {
+    let mut count = 0;
+    for (k, v) in map.iter_mut() {
+        if !names.matches(k) {
+            continue;
+        }
+        let hashed = match v.as_immutable_string_ref() {
+            Ok(s) if text::is_email(&s) => text::pseudonym(&s, key),
+            _ => continue,
+        };
+        *v = hashed.into();
+        count += 1;
+    }
     count
 }
 
