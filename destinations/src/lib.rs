@@ -92,7 +92,8 @@ pub enum SinkConfig {
     /// Gzip NDJSON or Parquet objects in an S3 (or S3-compatible) bucket.
     S3(s3::S3Config),
     /// Staged files loaded into Snowflake with COPY INTO and MERGE on id.
-    Snowflake(snowflake::SnowflakeConfig),
+    /// Boxed: its config is by far the largest variant.
+    Snowflake(Box<snowflake::SnowflakeConfig>),
 }
 
 impl SinkConfig {
@@ -112,7 +113,7 @@ impl SinkConfig {
             SinkConfig::Files(c) => Ok(Arc::new(files::FilesDestination::new(c.clone())?)),
             SinkConfig::Webhook(c) => Ok(Arc::new(webhook::WebhookDestination::new(c.clone())?)),
             SinkConfig::S3(c) => Ok(Arc::new(s3::S3Destination::new(c.clone()).await?)),
-            SinkConfig::Snowflake(c) => Ok(Arc::new(snowflake::SnowflakeDestination::new(c.clone()).await?)),
+            SinkConfig::Snowflake(c) => Ok(Arc::new(snowflake::SnowflakeDestination::new((**c).clone()).await?)),
         }
     }
 }

@@ -23,7 +23,7 @@ fn events(first: u64, count: usize) -> Batch {
                 "receivedAt": "2024-05-01T10:00:00.000Z", "sentAt": "2024-05-01T10:00:00.000Z",
                 "timestamp": "2024-05-01T10:00:00.000Z", "originalTimestamp": "2024-05-01T10:00:00.000Z",
                 "context": {"library": {"name": "chat-core", "version": "9.1.0"}, "ip": "10.0.0.1"},
-                "properties": {"channel_id": format!("c{}", n % 40), "length": n % 280, "thread": n % 3 == 0,
+                "properties": {"channel_id": format!("c{}", n % 40), "length": n % 280, "thread": n.is_multiple_of(3),
                     "mentions": n % 4, "readers": 20, "client": "desktop", "edited": false,
                     "posted_at": "2024-05-01T09:59:59.000Z"}
             });
