@@ -240,8 +240,9 @@ impl SnowflakeDestination {
 
 /// Distinguishes load attempts of the same batch (see `stage.rs`).
 fn nonce() -> String {
+    // The process id keeps two sluice processes loading into one schema apart.
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{:x}", nanos)
+    format!("{:x}{:x}", std::process::id(), nanos)
 }
 
 #[async_trait]
@@ -261,6 +262,7 @@ impl Destination for SnowflakeDestination {
                     let retried = self.load(batch).await;
                     if retried.is_err() {
                         *self.schemas.lock().unwrap() = None;
+                        self.prepared.store(false, Ordering::Release);
                     }
                     return retried;
                 }
