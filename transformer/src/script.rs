@@ -58,7 +58,7 @@ fn check_budget(operations: u64) -> Option<Dynamic> {
     if operations > budget.max_operations {
         return Some(Dynamic::from_int(TERMINATED_OPERATIONS));
     }
-    if operations % CLOCK_CHECK_EVERY == 0 {
+    if operations.is_multiple_of(CLOCK_CHECK_EVERY) {
         if let Some(deadline) = budget.deadline {
             if Instant::now() >= deadline {
                 return Some(Dynamic::from_int(TERMINATED_TIME));

@@ -117,7 +117,7 @@ fn unknown_ids_and_duplicates_are_errors() {
 fn compile_errors_name_file_line_and_message() {
     let scripts = Scripts::new();
     let config = scripts.config("broken", "fn transform(event, meta) {\n  let x = ;\n  event\n}");
-    let err = Registry::load(&[config.clone()]).err().unwrap();
+    let err = Registry::load(std::slice::from_ref(&config)).err().unwrap();
     let text = err.to_string();
     let prefix = format!("transformation broken ({}) line 2: ", config.script.display());
     assert!(text.starts_with(&prefix), "{text}");
