@@ -59,7 +59,9 @@ pub mod metric {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// Directory holding segments and cursors. Created if missing.
+    /// Directory holding segments and cursors. Created if missing. Empty in the YAML means
+    /// `<data_dir>/log`, filled in by the config loader.
+    #[serde(default)]
     pub dir: PathBuf,
     /// A segment is sealed and a new one started once it reaches this size.
     #[serde(default = "default_segment_bytes")]

@@ -1,0 +1,46 @@
+//! Alerts to a chat incoming webhook (Mattermost, Slack: `{"text": "..."}`), throttled per
+//! destination and kind so an outage produces a message, not a flood.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::AlertsConfig;
+
+pub struct Alerter {
+    config: AlertsConfig,
+    client: reqwest::Client,
+    last_sent: Mutex<HashMap<(String, &'static str), Instant>>,
+}
+
+impl Alerter {
+    pub fn new(config: AlertsConfig) -> Self {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("static client config");
+        Alerter { config, client, last_sent: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn failing_after(&self) -> Duration {
+        Duration::from_secs(self.config.failing_after_secs)
+    }
+
+    /// Posts `text` unless an alert of the same kind for this destination went out recently.
+    pub async fn notify(&self, destination: &str, kind: &'static str, text: String) {
+        {
+            let mut last = self.last_sent.lock().unwrap();
+            let key = (destination.to_string(), kind);
+            let interval = Duration::from_secs(self.config.min_interval_secs);
+            if last.get(&key).is_some_and(|t| t.elapsed() < interval) {
+                return;
+            }
+            last.insert(key, Instant::now());
+        }
+        let body = serde_json::json!({ "text": text, "username": "sluice" });
+        match self.client.post(&self.config.webhook_url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {
+                metrics::counter!(crate::metric::ALERTS_SENT, "kind" => kind).increment(1);
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), destination, "alert webhook refused the alert"),
+            Err(error) => tracing::warn!(%error, destination, "could not post the alert"),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The router: one worker per destination between the event log and the destination.
+//!
+//! Each worker reads from its own cursor, filters, runs the destination's transformation chain,
+//! batches (events / bytes / age), delivers in per-user lanes with retries and backoff, sends
+//! what cannot be delivered to the dead-letter store, and then advances its cursor. See
+//! `worker.rs` for the order of those steps and why it is safe to crash between any two.
+
+mod alert;
+pub mod config;
+pub mod dlq;
+mod error;
+mod head;
+mod worker;
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use sluice_destinations::{Batch, Destination, OutEvent};
+use sluice_eventlog::EventLog;
+use sluice_transformer::{Chain, Meta};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use alert::Alerter;
+pub use config::{AlertsConfig, BatchConfig, DestinationConfig, FilterConfig, RetryConfig};
+pub use dlq::{DeadLetters, Entry, Stage};
+pub use error::RouterError;
+
+/// Metric names of the router (label `destination` on all but the alerts counter).
+pub mod metric {
+    pub const DELIVERED: &str = "sluice_destination_delivered_total";
+    pub const RETRIED: &str = "sluice_destination_retries_total";
+    pub const FAILED: &str = "sluice_destination_failed_total";
+    pub const DEAD_LETTERED: &str = "sluice_destination_dead_lettered_total";
+    pub const FILTERED: &str = "sluice_destination_filtered_total";
+    pub const TRANSFORM_FAILED: &str = "sluice_transform_failed_total";
+    pub const LAG_EVENTS: &str = "sluice_destination_lag_events";
+    pub const LAG_SECONDS: &str = "sluice_destination_lag_seconds";
+    pub const BATCH_EVENTS: &str = "sluice_destination_batch_events";
+    pub const DELIVERY_SECONDS: &str = "sluice_destination_delivery_seconds";
+    pub const ALERTS_SENT: &str = "sluice_alerts_sent_total";
+}
+
+/// A destination ready to run: its config, the built destination and its transformation chain.
+pub struct RoutedDestination {
+    pub config: DestinationConfig,
+    pub destination: Arc<dyn Destination>,
+    pub chain: Chain,
+}
+
+/// The running workers.
+pub struct Router {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Router {
+    /// Starts one worker per enabled destination. Must run inside a multi-threaded tokio runtime
+    /// (transformations run on the worker threads through `block_in_place`).
+    pub fn start(
+        log: EventLog,
+        destinations: Vec<RoutedDestination>,
+        dlq: Arc<DeadLetters>,
+        alerts: Option<Arc<Alerter>>,
+    ) -> Result<Router, RouterError> {
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for d in destinations.into_iter().filter(|d| d.config.enabled) {
+            let reader = log.reader(&d.config.id)?;
+            let worker = worker::Worker {
+                id: Arc::from(d.config.id.as_str()),
+                config: d.config,
+                destination: d.destination,
+                chain: d.chain,
+                log: log.clone(),
+                dlq: dlq.clone(),
+                alerts: alerts.clone(),
+                failing_since: AtomicI64::new(0),
+            };
+            tasks.push(tokio::spawn(worker.run(reader, rx.clone())));
+        }
+        Ok(Router { shutdown, tasks })
+    }
+
+    /// Stops the workers after their current delivery; undelivered reads are re-read next start.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Delivers one dead-letter entry again (one attempt): transformed first if it failed in a
+/// transformation. On success the entry is removed from the store.
+pub async fn replay(
+    dlq: &DeadLetters,
+    entry: &Entry,
+    destination: &dyn Destination,
+    chain: &Chain,
+) -> Result<usize, RouterError> {
+    let dest: Arc<str> = Arc::from(entry.destination.as_str());
+    let mut events = Vec::with_capacity(entry.events.len());
+    for e in &entry.events {
+        let source: Arc<str> = Arc::from(e.source.as_str());
+        let json = e.event.get().as_bytes();
+        if entry.stage == Stage::Transform && !chain.is_empty() {
+            let head = head::RouteHead::parse(json).ok();
+            let mid = head.as_ref().and_then(|h| h.message_id.as_deref()).unwrap_or("").to_string();
+            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, &mid))? {
+                events.push(OutEvent { offset: e.offset, source: source.clone(), json: out.into() });
+            }
+        } else {
+            events.push(OutEvent { offset: e.offset, source, json: bytes::Bytes::copy_from_slice(json) });
+        }
+    }
+    let count = events.len();
+    if count > 0 {
+        let batch = Batch { destination: dest, events };
+        let delivered = destination
+            .deliver(&batch)
+            .await
+            .map_err(|error| RouterError::Destination { destination: entry.destination.clone(), error })?;
+        if !delivered.rejected.is_empty() {
+            return Err(RouterError::Destination {
+                destination: entry.destination.clone(),
+                error: sluice_destinations::DeliveryError::permanent(format!(
+                    "{} event(s) refused again, first: {}",
+                    delivered.rejected.len(),
+                    delivered.rejected[0].1
+                )),
+            });
+        }
+    }
+    dlq.remove(&entry.destination, &entry.id)?;
+    Ok(count)
+}

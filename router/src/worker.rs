@@ -1,0 +1,314 @@
+//! One worker per destination: read from its cursor, filter, transform, batch, deliver in
+//! per-user lanes, retry, dead-letter, and only then move the cursor.
+//!
+//! The cursor moves only after every event read so far is delivered or dead-lettered, so a crash
+//! at any point re-delivers (at-least-once) and never skips. Workers share nothing but the log,
+//! so a destination that is down only builds its own lag.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde_json::value::RawValue;
+use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent};
+use sluice_eventlog::{EventLog, Reader, Record};
+use sluice_transformer::{Chain, Meta};
+use tokio::sync::watch;
+
+use crate::alert::Alerter;
+use crate::config::DestinationConfig;
+use crate::dlq::{DeadEvent, DeadLetters, Entry, Stage};
+use crate::head::RouteHead;
+use crate::metric;
+
+pub(crate) struct Worker {
+    pub id: Arc<str>,
+    pub config: DestinationConfig,
+    pub destination: Arc<dyn Destination>,
+    pub chain: Chain,
+    pub log: EventLog,
+    pub dlq: Arc<DeadLetters>,
+    pub alerts: Option<Arc<Alerter>>,
+    /// Unix ms since which deliveries have been failing; 0 while healthy. Shared by the lanes.
+    pub failing_since: AtomicI64,
+}
+
+/// Events read and processed, waiting for their batch to be delivered.
+#[derive(Default)]
+struct Pending {
+    lanes: Vec<Vec<OutEvent>>,
+    events: usize,
+    bytes: usize,
+    oldest_received_at: Option<String>,
+}
+
+impl Worker {
+    pub async fn run(self, mut reader: Reader, mut shutdown: watch::Receiver<bool>) {
+        let id = self.id.clone();
+        tracing::info!(destination = %id, cursor = reader.position(), "destination worker started");
+        while !*shutdown.borrow() {
+            let mut pending = Pending { lanes: vec![Vec::new(); self.config.lanes], ..Default::default() };
+            if !self.fill(&mut reader, &mut pending, &mut shutdown).await {
+                break;
+            }
+            self.flush(pending).await;
+            if let Err(error) = self.log.commit(&id, reader.position()) {
+                tracing::error!(destination = %id, %error, "could not persist the cursor; events may be re-delivered");
+            }
+            metrics::gauge!(metric::LAG_EVENTS, "destination" => id.to_string()).set(reader.lag() as f64);
+        }
+        tracing::info!(destination = %id, "destination worker stopped");
+    }
+
+    /// Reads until a batch limit or the batch's age is reached. Returns false on shutdown (what
+    /// was read but not delivered is read again after the restart).
+    async fn fill(&self, reader: &mut Reader, pending: &mut Pending, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let limits = &self.config.batch;
+        let max_age = Duration::from_millis(limits.max_age_ms);
+        let mut started: Option<Instant> = None;
+        let mut consumed_any = false;
+        loop {
+            let wait = match started {
+                Some(t) => max_age.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(500),
+            };
+            if started.is_some() && wait.is_zero() {
+                return true;
+            }
+            let want = limits.max_events.saturating_sub(pending.events).max(1);
+            let room = limits.max_bytes.saturating_sub(pending.bytes).max(1);
+            let read = tokio::select! {
+                r = reader.read(want, room, wait) => r,
+                _ = shutdown.changed() => return false,
+            };
+            let records = match read {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::error!(destination = %self.id, %error, "cannot read the event log; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if records.is_empty() {
+                if started.is_some() || consumed_any {
+                    return true;
+                }
+                metrics::gauge!(metric::LAG_SECONDS, "destination" => self.id.to_string()).set(0.0);
+                continue;
+            }
+            consumed_any = true;
+            started.get_or_insert_with(Instant::now);
+            tokio::task::block_in_place(|| self.process(records, pending));
+            if pending.events >= limits.max_events || pending.bytes >= limits.max_bytes {
+                return true;
+            }
+        }
+    }
+
+    /// Filters and transforms records into lanes; failed transformations are dead-lettered.
+    fn process(&self, records: Vec<Record>, pending: &mut Pending) {
+        let mut accepted: Vec<(Record, usize)> = Vec::with_capacity(records.len());
+        for record in records {
+            let head = match RouteHead::parse(&record.event) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.dead_letter(Stage::Transform, &[&record], format!("stored event is not valid JSON: {e}"), 0);
+                    continue;
+                }
+            };
+            if !self.config.filter.accepts(&head) {
+                metrics::counter!(metric::FILTERED, "destination" => self.id.to_string()).increment(1);
+                continue;
+            }
+            if pending.oldest_received_at.is_none() {
+                pending.oldest_received_at = head.received_at.as_deref().map(str::to_string);
+            }
+            let lane = head.lane(self.config.lanes);
+            accepted.push((record, lane));
+        }
+        if self.chain.is_empty() {
+            for (record, lane) in accepted {
+                push(pending, lane, OutEvent { offset: record.offset, source: record.source, json: record.event });
+            }
+            return;
+        }
+        let ids: Vec<String> = accepted
+            .iter()
+            .map(|(r, _)| {
+                RouteHead::parse(&r.event).ok().and_then(|h| h.message_id.map(|m| m.into_owned())).unwrap_or_default()
+            })
+            .collect();
+        let inputs: Vec<(&[u8], Meta<'_>)> = accepted
+            .iter()
+            .zip(&ids)
+            .map(|((r, _), mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid)))
+            .collect();
+        let outcomes = self.chain.apply_batch(&inputs);
+        for ((record, lane), outcome) in accepted.iter().zip(outcomes) {
+            match outcome {
+                Ok(outs) => {
+                    for json in outs {
+                        let ev = OutEvent { offset: record.offset, source: record.source.clone(), json: Bytes::from(json) };
+                        push(pending, *lane, ev);
+                    }
+                }
+                Err(error) => {
+                    metrics::counter!(metric::TRANSFORM_FAILED, "destination" => self.id.to_string()).increment(1);
+                    tracing::warn!(destination = %self.id, offset = record.offset, %error, "transformation failed; event dead-lettered");
+                    self.dead_letter(Stage::Transform, &[record], error.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// Delivers every lane concurrently, each with its own retries.
+    async fn flush(&self, pending: Pending) {
+        if pending.events == 0 {
+            return;
+        }
+        if let Some(t) = pending.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+            let lag = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
+            metrics::gauge!(metric::LAG_SECONDS, "destination" => self.id.to_string()).set(lag.max(0.0));
+        }
+        let lanes = pending.lanes.into_iter().filter(|l| !l.is_empty());
+        join_all(lanes.map(|events| self.deliver(Batch { destination: self.id.clone(), events }))).await;
+    }
+
+    async fn deliver(&self, batch: Batch) {
+        let dest = self.id.to_string();
+        let retry = &self.config.retry;
+        let first_failed = chrono::Utc::now();
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let t0 = Instant::now();
+            let result = match tokio::time::timeout(self.destination.timeout(), self.destination.deliver(&batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::temporary(format!("timed out after {:?}", self.destination.timeout()))),
+            };
+            metrics::histogram!(metric::DELIVERY_SECONDS, "destination" => dest.clone()).record(t0.elapsed().as_secs_f64());
+            match result {
+                Ok(delivered) => {
+                    let rejected = delivered.rejected.len();
+                    metrics::counter!(metric::DELIVERED, "destination" => dest.clone()).increment((batch.events.len() - rejected) as u64);
+                    metrics::histogram!(metric::BATCH_EVENTS, "destination" => dest.clone()).record(batch.events.len() as f64);
+                    for (index, reason) in delivered.rejected {
+                        if let Some(ev) = batch.events.get(index) {
+                            self.dead_letter_out(std::slice::from_ref(ev), format!("refused by the destination: {reason}"), attempt, first_failed);
+                        }
+                    }
+                    self.recovered().await;
+                    return;
+                }
+                Err(error) => {
+                    let retriable = error.is_retriable()
+                        && attempt < retry.max_attempts
+                        && started.elapsed() < Duration::from_secs(retry.max_age_secs);
+                    self.failing(&error).await;
+                    if !retriable {
+                        metrics::counter!(metric::FAILED, "destination" => dest.clone()).increment(batch.events.len() as u64);
+                        tracing::error!(destination = %dest, attempts = attempt, %error, events = batch.events.len(), "delivery failed for good; batch dead-lettered");
+                        self.dead_letter_out(&batch.events, error.to_string(), attempt, first_failed);
+                        return;
+                    }
+                    let wait = error.retry_after().unwrap_or_default().max(retry.backoff(attempt - 1));
+                    metrics::counter!(metric::RETRIED, "destination" => dest.clone()).increment(1);
+                    tracing::warn!(destination = %dest, attempt, %error, wait_ms = wait.as_millis() as u64, "batch delivery failed; will retry");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn failing(&self, error: &DeliveryError) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let since = match self.failing_since.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now,
+            Err(since) => since,
+        };
+        if let Some(alerts) = &self.alerts {
+            let failing_for = Duration::from_millis((now - since).max(0) as u64);
+            if failing_for >= alerts.failing_after() {
+                let text = format!(
+                    ":warning: Sluice destination `{}` has been failing for {}s (events wait in the log, nothing is lost): {error}",
+                    self.id,
+                    failing_for.as_secs()
+                );
+                alerts.notify(&self.id, "failing", text).await;
+            }
+        }
+    }
+
+    async fn recovered(&self) {
+        self.failing_since.store(0, Ordering::Release);
+    }
+
+    fn dead_letter_out(&self, events: &[OutEvent], reason: String, attempts: u32, first_failed: chrono::DateTime<chrono::Utc>) {
+        let events = events
+            .iter()
+            .filter_map(|e| {
+                let raw = RawValue::from_string(String::from_utf8_lossy(&e.json).into_owned()).ok()?;
+                Some(DeadEvent { offset: e.offset, source: e.source.to_string(), event: raw })
+            })
+            .collect();
+        self.store(Stage::Delivery, events, reason, attempts, first_failed);
+    }
+
+    fn dead_letter(&self, stage: Stage, records: &[&Record], reason: String, attempts: u32) {
+        let events = records
+            .iter()
+            .map(|r| DeadEvent {
+                offset: r.offset,
+                source: r.source.to_string(),
+                // A record the log could not parse is kept as a JSON string so nothing is lost.
+                event: RawValue::from_string(String::from_utf8_lossy(&r.event).into_owned()).unwrap_or_else(|_| {
+                    RawValue::from_string(serde_json::to_string(&String::from_utf8_lossy(&r.event)).unwrap()).unwrap()
+                }),
+            })
+            .collect();
+        self.store(stage, events, reason, attempts, chrono::Utc::now());
+    }
+
+    fn store(&self, stage: Stage, events: Vec<DeadEvent>, reason: String, attempts: u32, first_failed: chrono::DateTime<chrono::Utc>) {
+        let count = events.len();
+        let entry = Entry {
+            id: String::new(),
+            destination: self.id.to_string(),
+            stage,
+            reason: reason.clone(),
+            attempts,
+            first_failed_at: first_failed.to_rfc3339(),
+            dead_lettered_at: chrono::Utc::now().to_rfc3339(),
+            events,
+        };
+        // Never drop a dead letter: if the store cannot be written (disk full, permissions), keep
+        // trying. The destination stalls and its lag grows, which is visible and loses nothing.
+        let id = loop {
+            match self.dlq.put(entry.clone()) {
+                Ok(id) => break id,
+                Err(error) => {
+                    tracing::error!(destination = %self.id, %error, events = count, "could not write the dead-letter entry; retrying in 1s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        metrics::counter!(metric::DEAD_LETTERED, "destination" => self.id.to_string()).increment(count as u64);
+        if let Some(alerts) = self.alerts.clone() {
+            let text = format!(
+                ":rotating_light: Sluice dead-lettered {count} event(s) for destination `{}` (entry {id}): {reason}. Inspect with `sluice dlq show {id}`, replay with `sluice dlq replay --destination {}`.",
+                self.id, self.id
+            );
+            let dest = self.id.clone();
+            tokio::spawn(async move { alerts.notify(&dest, "dead_letter", text).await });
+        }
+    }
+}
+
+fn push(pending: &mut Pending, lane: usize, event: OutEvent) {
+    pending.events += 1;
+    pending.bytes += event.json.len();
+    pending.lanes[lane].push(event);
+}

@@ -1,0 +1,143 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::{config, dlq_cmd, run};
+
+/// Sluice: a durable, self-hosted event pipeline.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector, the event log and the router in one process.
+    Run {
+        #[arg(long, default_value = "config/sluice.yaml")]
+        config: PathBuf,
+    },
+    /// Check a config file (and compile its scripts) without starting anything.
+    Validate {
+        #[arg(long, default_value = "config/sluice.yaml")]
+        config: PathBuf,
+    },
+    /// Work with transformation scripts.
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
+    },
+    /// Inspect, replay and purge dead-lettered events.
+    Dlq {
+        #[arg(long, default_value = "config/sluice.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransformCommand {
+    /// Run SCRIPT over events (--event) or check it against expected outputs (--fixtures).
+    Test {
+        script: PathBuf,
+        /// A JSON object, a JSON array of objects, or NDJSON.
+        #[arg(long, conflicts_with = "fixtures", required_unless_present = "fixtures")]
+        event: Option<PathBuf>,
+        /// A directory of NAME.input.json / NAME.expected.json pairs.
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// Script parameters as a JSON object (what `params:` gives in the YAML).
+        #[arg(long, default_value = "{}")]
+        params: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead-letter entries, oldest first.
+    List {
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Print one entry with its events.
+    Show { id: String },
+    /// Deliver entries again through their destination; delivered entries are removed.
+    Replay {
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Delete entries for good.
+    Purge {
+        #[arg(long)]
+        destination: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    let stdout = &mut std::io::stdout();
+    match command {
+        Command::Run { config } => {
+            run::run(config::load(&config)?)?;
+        }
+        Command::Validate { config } => {
+            let c = config::load(&config)?;
+            println!(
+                "{}: ok ({} sources, {} transformations, {} destinations)",
+                config.display(),
+                c.sources.len(),
+                c.transformations.len(),
+                c.destinations.len()
+            );
+        }
+        Command::Transform { command: TransformCommand::Test { script, event, fixtures, params } } => {
+            let params: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params must be a JSON object: {e}"))?;
+            if let Some(dir) = fixtures {
+                if !sluice_transformer::cli::check_fixtures(&script, params, &dir, stdout)? {
+                    return Ok(ExitCode::from(1));
+                }
+            } else if let Some(file) = event {
+                sluice_transformer::cli::run_events(&script, params, &file, stdout)?;
+            }
+        }
+        Command::Dlq { config, command } => {
+            let c = config::load(&config)?;
+            match command {
+                DlqCommand::List { destination } => {
+                    dlq_cmd::list(&c, destination.as_deref(), stdout)?;
+                }
+                DlqCommand::Show { id } => dlq_cmd::show(&c, &id, stdout)?,
+                DlqCommand::Replay { destination } => {
+                    let (events, failed) = dlq_cmd::replay(&c, destination.as_deref(), true)?;
+                    println!("replayed {events} events; {failed} entries failed and were kept");
+                    if failed > 0 {
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                DlqCommand::Purge { destination } => {
+                    println!("purged {} entries", dlq_cmd::purge(&c, destination.as_deref())?);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
