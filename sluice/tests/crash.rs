@@ -1,0 +1,267 @@
+//! Crash-safety: every event acknowledged with 200 must be delivered, even when the
+//! server is SIGKILLed (repeatedly) while clients are sending.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write_config(dir: &Path, port: u16) -> PathBuf {
+    let data = dir.join("data");
+    let out = dir.join("out");
+    let cfg = format!(
+        r#"data_dir: {data}
+collector:
+  listen: 127.0.0.1:{port}
+sources:
+  - id: web
+    write_keys: ["test-key"]
+destinations:
+  - id: out
+    batch: {{ max_events: 500, max_age_ms: 200 }}
+    sink:
+      type: files
+      path: {out}
+"#,
+        data = data.display(),
+        out = out.display(),
+    );
+    let path = dir.join("sluice.yaml");
+    fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn start_server(config: &Path, log: &Path) -> Child {
+    let log = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn sluice")
+}
+
+fn wait_healthy(child: &mut Child, port: u16, log: &Path) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "sluice exited early with {status}; log:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health")).send() {
+            if r.status().as_u16() == 200 {
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "sluice not healthy after 30s; log:\n{}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else if name.ends_with(".ndjson.gz") {
+            out.push(p);
+        }
+    }
+}
+
+/// messageId -> number of times it appears in the delivered output.
+fn delivered_ids(out_dir: &Path) -> HashMap<String, usize> {
+    let mut files = Vec::new();
+    collect_files(out_dir, &mut files);
+    let mut seen = HashMap::new();
+    for f in files {
+        let Ok(file) = fs::File::open(&f) else { continue };
+        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(id) = v.get("messageId").and_then(|m| m.as_str()) {
+                    *seen.entry(id.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn no_acknowledged_event_is_lost_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let log = dir.path().join("sluice.log");
+    let out_dir = dir.path().join("out");
+
+    let mut child = start_server(&config, &log);
+    wait_healthy(&mut child, port, &log);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let url = format!("http://127.0.0.1:{port}/v1/batch");
+
+    let mut handles = Vec::new();
+    for t in 0..8u32 {
+        let stop = stop.clone();
+        let acked = acked.clone();
+        let attempts = attempts.clone();
+        let failures = failures.clone();
+        let url = url.clone();
+        handles.push(thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .connect_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            let hard_deadline = Instant::now() + Duration::from_secs(120);
+            let mut seq: u64 = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < hard_deadline {
+                let ids: Vec<String> = (0..20)
+                    .map(|_| {
+                        seq += 1;
+                        format!("crash-t{t}-{seq}")
+                    })
+                    .collect();
+                let batch: Vec<serde_json::Value> = ids
+                    .iter()
+                    .map(|id| {
+                        serde_json::json!({
+                            "type": "track",
+                            "userId": format!("u{t}"),
+                            "event": "e",
+                            "messageId": id,
+                        })
+                    })
+                    .collect();
+                let body = serde_json::json!({ "batch": batch }).to_string();
+                attempts.fetch_add(1, Ordering::Relaxed);
+                let res = client
+                    .post(&url)
+                    .basic_auth("test-key", Some(""))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send();
+                match res {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        let text = r.text().unwrap_or_default();
+                        if text.trim() == "OK" {
+                            acked.lock().unwrap().extend(ids);
+                        } else {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }));
+    }
+
+    for round in 1..=3 {
+        thread::sleep(Duration::from_millis(1500));
+        let before = acked.lock().unwrap().len();
+        child.kill().expect("SIGKILL sluice");
+        let _ = child.wait();
+        eprintln!("round {round}: SIGKILLed server with {before} acked ids so far");
+        child = start_server(&config, &log);
+        wait_healthy(&mut child, port, &log);
+    }
+    // Let the clients run a little against the final server as well.
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    let acked_set: HashSet<&String> = acked.iter().collect();
+    assert_eq!(acked.len(), acked_set.len(), "client generated duplicate ids");
+    assert!(
+        acked.len() >= 1000,
+        "too few acknowledged events ({}) for a meaningful test",
+        acked.len()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delivered;
+    let mut missing: Vec<&String>;
+    loop {
+        delivered = delivered_ids(&out_dir);
+        missing = acked.iter().filter(|id| !delivered.contains_key(*id)).collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+
+    let total_lines: usize = delivered.values().sum();
+    let acked_delivered = acked.len() - missing.len();
+    let dup_ids = delivered.values().filter(|&&c| c > 1).count();
+    let unacked_delivered = delivered.keys().filter(|k| !acked_set.contains(k)).count();
+    eprintln!(
+        "requests attempted={} failed/unacked={} | acked events={} delivered(acked)={} missing={} | \
+         distinct delivered={} total lines={} ids delivered more than once={} delivered-but-unacked={}",
+        attempts.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+        acked.len(),
+        acked_delivered,
+        missing.len(),
+        delivered.len(),
+        total_lines,
+        dup_ids,
+        unacked_delivered,
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost (first few: {:?}); log tail:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        {
+            let l = fs::read_to_string(&log).unwrap_or_default();
+            let start = l.len().saturating_sub(4000);
+            String::from_utf8_lossy(&l.as_bytes()[start..]).into_owned()
+        }
+    );
+}
