@@ -1,20 +1,17 @@
 //! Crash-safety: every event acknowledged with 200 must be delivered, even when the
 //! server is SIGKILLed (repeatedly) while clients are sending.
 
+mod common;
+
+use common::{delivered_events, free_port};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let data = dir.join("data");
@@ -80,40 +77,12 @@ fn wait_healthy(child: &mut Child, port: u16, log: &Path) {
     );
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            collect_files(&p, out);
-        } else if name.ends_with(".ndjson.gz") {
-            out.push(p);
-        }
-    }
-}
-
 /// messageId -> number of times it appears in the delivered output.
 fn delivered_ids(out_dir: &Path) -> HashMap<String, usize> {
-    let mut files = Vec::new();
-    collect_files(out_dir, &mut files);
     let mut seen = HashMap::new();
-    for f in files {
-        let Ok(file) = fs::File::open(&f) else { continue };
-        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
-        for line in reader.lines() {
-            let Ok(line) = line else { break };
-            if line.trim().is_empty() {
-                continue;
-            }
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(id) = v.get("messageId").and_then(|m| m.as_str()) {
-                    *seen.entry(id.to_string()).or_insert(0) += 1;
-                }
-            }
+    for v in delivered_events(out_dir) {
+        if let Some(id) = v.get("messageId").and_then(|m| m.as_str()) {
+            *seen.entry(id.to_string()).or_insert(0) += 1;
         }
     }
     seen

@@ -1,11 +1,12 @@
 //! Compatibility: the official Python SDKs (rudder-sdk-python, segment-analytics-python)
 //! talk to Sluice unmodified, and every call they make lands in the files destination.
 
+mod common;
+
+use common::{delivered_events, free_port};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,10 +25,6 @@ fn python() -> PathBuf {
         );
     }
     py
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Server {
@@ -108,39 +105,6 @@ destinations:
         }
         panic!("sluice not healthy after 30s; log:\n{}", self.log_text());
     }
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            collect_files(&p, out);
-        } else if name.ends_with(".ndjson.gz") {
-            out.push(p);
-        }
-    }
-}
-
-fn delivered_events(out_dir: &Path) -> Vec<serde_json::Value> {
-    let mut files = Vec::new();
-    collect_files(out_dir, &mut files);
-    let mut events = Vec::new();
-    for f in files {
-        let Ok(file) = fs::File::open(&f) else { continue };
-        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
-        for line in reader.lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                events.push(v);
-            }
-        }
-    }
-    events
 }
 
 const SCRIPT: &str = r#"
