@@ -3,40 +3,15 @@
 
 mod common;
 
-use common::{delivered_events, free_port};
+use common::{delivered_events, free_port, write_config};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn write_config(dir: &Path, port: u16) -> PathBuf {
-    let data = dir.join("data");
-    let out = dir.join("out");
-    let cfg = format!(
-        r#"data_dir: {data}
-collector:
-  listen: 127.0.0.1:{port}
-sources:
-  - id: web
-    write_keys: ["test-key"]
-destinations:
-  - id: out
-    batch: {{ max_events: 500, max_age_ms: 200 }}
-    sink:
-      type: files
-      path: {out}
-"#,
-        data = data.display(),
-        out = out.display(),
-    );
-    let path = dir.join("sluice.yaml");
-    fs::write(&path, cfg).unwrap();
-    path
-}
 
 fn start_server(config: &Path, log: &Path) -> Child {
     let log = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();

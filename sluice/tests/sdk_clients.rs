@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{delivered_events, free_port};
+use common::{delivered_events, free_port, write_config};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
@@ -47,25 +47,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let out_dir = dir.path().join("out");
-        let cfg = format!(
-            r#"data_dir: {data}
-collector:
-  listen: 127.0.0.1:{port}
-sources:
-  - id: web
-    write_keys: ["test-key"]
-destinations:
-  - id: out
-    batch: {{ max_events: 500, max_age_ms: 200 }}
-    sink:
-      type: files
-      path: {out}
-"#,
-            data = dir.path().join("data").display(),
-            out = out_dir.display(),
-        );
-        let config = dir.path().join("sluice.yaml");
-        fs::write(&config, cfg).unwrap();
+        let config = write_config(dir.path(), port);
         let log = dir.path().join("sluice.log");
         let logf = fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -43,3 +43,30 @@ pub fn delivered_events(out_dir: &Path) -> Vec<serde_json::Value> {
     }
     events
 }
+
+/// Writes a config with one source (write key `test-key`) and one `files` destination under
+/// `dir/out`, listening on `port`; returns its path.
+pub fn write_config(dir: &Path, port: u16) -> PathBuf {
+    let data = dir.join("data");
+    let out = dir.join("out");
+    let cfg = format!(
+        r#"data_dir: {data}
+collector:
+  listen: 127.0.0.1:{port}
+sources:
+  - id: web
+    write_keys: ["test-key"]
+destinations:
+  - id: out
+    batch: {{ max_events: 500, max_age_ms: 200 }}
+    sink:
+      type: files
+      path: {out}
+"#,
+        data = data.display(),
+        out = out.display(),
+    );
+    let path = dir.join("sluice.yaml");
+    fs::write(&path, cfg).unwrap();
+    path
+}
