@@ -109,7 +109,8 @@ impl Worker {
 
     /// Filters and transforms records into lanes; failed transformations are dead-lettered.
     fn process(&self, records: Vec<Record>, pending: &mut Pending) {
-        let mut accepted: Vec<(Record, usize)> = Vec::with_capacity(records.len());
+        // (record, lane, messageId): the messageId is taken from the one parse the filter needs.
+        let mut accepted: Vec<(Record, usize, String)> = Vec::with_capacity(records.len());
         for record in records {
             let head = match RouteHead::parse(&record.event) {
                 Ok(h) => h,
@@ -126,27 +127,21 @@ impl Worker {
                 pending.oldest_received_at = head.received_at.as_deref().map(str::to_string);
             }
             let lane = head.lane(self.config.lanes);
-            accepted.push((record, lane));
+            let message_id = head.message_id.as_deref().unwrap_or_default().to_string();
+            accepted.push((record, lane, message_id));
         }
         if self.chain.is_empty() {
-            for (record, lane) in accepted {
+            for (record, lane, _) in accepted {
                 push(pending, lane, OutEvent { offset: record.offset, source: record.source, json: record.event });
             }
             return;
         }
-        let ids: Vec<String> = accepted
-            .iter()
-            .map(|(r, _)| {
-                RouteHead::parse(&r.event).ok().and_then(|h| h.message_id.map(|m| m.into_owned())).unwrap_or_default()
-            })
-            .collect();
         let inputs: Vec<(&[u8], Meta<'_>)> = accepted
             .iter()
-            .zip(&ids)
-            .map(|((r, _), mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid)))
+            .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid)))
             .collect();
         let outcomes = self.chain.apply_batch(&inputs);
-        for ((record, lane), outcome) in accepted.iter().zip(outcomes) {
+        for ((record, lane, _), outcome) in accepted.iter().zip(outcomes) {
             match outcome {
                 Ok(outs) => {
                     for json in outs {
