@@ -82,7 +82,8 @@ impl Router {
         Ok(Router { shutdown, tasks })
     }
 
-    /// Stops the workers after their current delivery; undelivered reads are re-read next start.
+    /// Stops the workers after their current delivery attempt (a failing batch is not retried
+    /// further); undelivered reads are re-read next start.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {

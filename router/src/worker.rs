@@ -53,7 +53,11 @@ impl Worker {
             if !self.fill(&mut reader, &mut pending, &mut shutdown).await {
                 break;
             }
-            self.flush(pending).await;
+            if !self.flush(pending, &shutdown).await {
+                // Stopped between retries: the cursor stays before this batch, so all of it
+                // (including lanes that did get through) is read and delivered again next start.
+                break;
+            }
             if let Err(error) = self.log.commit(&id, reader.position()) {
                 tracing::error!(destination = %id, %error, "could not persist the cursor; events may be re-delivered");
             }
@@ -158,20 +162,26 @@ impl Worker {
         }
     }
 
-    /// Delivers every lane concurrently, each with its own retries.
-    async fn flush(&self, pending: Pending) {
+    /// Delivers every lane concurrently, each with its own retries. Returns false when a
+    /// shutdown interrupted a lane's retries, so the batch must not be marked as done.
+    async fn flush(&self, pending: Pending, shutdown: &watch::Receiver<bool>) -> bool {
         if pending.events == 0 {
-            return;
+            return true;
         }
         if let Some(t) = pending.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
             let lag = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
             metrics::gauge!(metric::LAG_SECONDS, "destination" => self.id.to_string()).set(lag.max(0.0));
         }
         let lanes = pending.lanes.into_iter().filter(|l| !l.is_empty());
-        join_all(lanes.map(|events| self.deliver(Batch { destination: self.id.clone(), events }))).await;
+        let done = join_all(lanes.map(|events| self.deliver(Batch { destination: self.id.clone(), events }, shutdown.clone()))).await;
+        done.into_iter().all(|d| d)
     }
 
-    async fn deliver(&self, batch: Batch) {
+    /// Delivers one lane's batch, retrying temporary failures. Returns true once the batch is
+    /// delivered or dead-lettered, false if a shutdown came while it was failing: an attempt in
+    /// flight is finished (it is bounded by the destination's timeout), but no new attempt starts,
+    /// or a stop would wait out the whole retry policy (up to `max_age_secs`, an hour by default).
+    async fn deliver(&self, batch: Batch, mut shutdown: watch::Receiver<bool>) -> bool {
         let dest = self.id.to_string();
         let retry = &self.config.retry;
         let first_failed = chrono::Utc::now();
@@ -196,7 +206,7 @@ impl Worker {
                         }
                     }
                     self.recovered().await;
-                    return;
+                    return true;
                 }
                 Err(error) => {
                     let retriable = error.is_retriable()
@@ -207,12 +217,19 @@ impl Worker {
                         metrics::counter!(metric::FAILED, "destination" => dest.clone()).increment(batch.events.len() as u64);
                         tracing::error!(destination = %dest, attempts = attempt, %error, events = batch.events.len(), "delivery failed for good; batch dead-lettered");
                         self.dead_letter_out(&batch.events, error.to_string(), attempt, first_failed);
-                        return;
+                        return true;
                     }
                     let wait = error.retry_after().unwrap_or_default().max(retry.backoff(attempt - 1));
                     metrics::counter!(metric::RETRIED, "destination" => dest.clone()).increment(1);
                     tracing::warn!(destination = %dest, attempt, %error, wait_ms = wait.as_millis() as u64, "batch delivery failed; will retry");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        // A dropped Router (Err) stops the worker too, as it does in `fill`.
+                        _ = shutdown.wait_for(|stop| *stop) => {
+                            tracing::info!(destination = %dest, attempts = attempt, events = batch.events.len(), "stopping while the batch is failing; it is delivered again after the restart");
+                            return false;
+                        }
+                    }
                 }
             }
         }
