@@ -45,23 +45,46 @@ struct Pending {
 }
 
 impl Worker {
+    /// Reads, transforms and batches the next events while the previous batch is delivered, so
+    /// transformation (CPU) and delivery (network, encoding) overlap. Only one delivery is in
+    /// flight at a time: batch N+1 starts delivering after batch N finished, which keeps each
+    /// user's order, and the cursor moves to the end of batch N only once N is delivered.
     pub async fn run(self, mut reader: Reader, mut shutdown: watch::Receiver<bool>) {
         let id = self.id.clone();
+        let this = Arc::new(self);
         tracing::info!(destination = %id, cursor = reader.position(), "destination worker started");
+        // The delivery in flight; it yields false when a shutdown interrupted its retries.
+        let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
         while !*shutdown.borrow() {
-            let mut pending = Pending { lanes: vec![Vec::new(); self.config.lanes], ..Default::default() };
-            if !self.fill(&mut reader, &mut pending, &mut shutdown).await {
+            let mut pending = Pending { lanes: vec![Vec::new(); this.config.lanes], ..Default::default() };
+            let filled = this.fill(&mut reader, &mut pending, &mut shutdown).await;
+            // The previous delivery must finish first: it holds the older events of the same users.
+            if let Some(delivery) = in_flight.take() {
+                if !delivery.await.unwrap_or(false) {
+                    // Stopped between retries: the cursor stays before that batch, so all of it
+                    // (and what was read since) is read and delivered again next start.
+                    break;
+                }
+            }
+            if !filled {
                 break;
             }
-            if !self.flush(pending, &shutdown).await {
-                // Stopped between retries: the cursor stays before this batch, so all of it
-                // (including lanes that did get through) is read and delivered again next start.
-                break;
-            }
-            if let Err(error) = self.log.commit(&id, reader.position()) {
-                tracing::error!(destination = %id, %error, "could not persist the cursor; events may be re-delivered");
-            }
-            metrics::gauge!(metric::LAG_EVENTS, "destination" => id.to_string()).set(reader.lag() as f64);
+            let end = reader.position();
+            let (worker, stop) = (this.clone(), shutdown.clone());
+            in_flight = Some(tokio::spawn(async move {
+                if !worker.flush(pending, &stop).await {
+                    return false;
+                }
+                if let Err(error) = worker.log.commit(&worker.id, end) {
+                    tracing::error!(destination = %worker.id, %error, "could not persist the cursor; events may be re-delivered");
+                }
+                let lag = worker.log.next_offset().saturating_sub(end);
+                metrics::gauge!(metric::LAG_EVENTS, "destination" => worker.id.to_string()).set(lag as f64);
+                true
+            }));
+        }
+        if let Some(delivery) = in_flight.take() {
+            let _ = delivery.await;
         }
         tracing::info!(destination = %id, "destination worker stopped");
     }
@@ -144,7 +167,7 @@ impl Worker {
             .iter()
             .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid)))
             .collect();
-        let outcomes = self.chain.apply_batch(&inputs);
+        let outcomes = transform_parallel(&self.chain, &inputs);
         for ((record, lane, _), outcome) in accepted.iter().zip(outcomes) {
             match outcome {
                 Ok(outs) => {
@@ -319,8 +342,62 @@ impl Worker {
     }
 }
 
+/// Below this many events a read is transformed on the calling thread: starting threads would
+/// cost more than it saves.
+const PARALLEL_MIN_EVENTS: usize = 256;
+
+/// Transforms on every core: the events are cut into one contiguous chunk per core (outcomes
+/// come back in input order). Scripts with `transform_batch` see a chunk as their batch.
+fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<TransformOutcome> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || inputs.len() < PARALLEL_MIN_EVENTS {
+        return chain.apply_batch(inputs);
+    }
+    let chunk = inputs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = inputs.chunks(chunk).map(|part| scope.spawn(move || chain.apply_batch(part))).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("transformations do not panic")).collect()
+    })
+}
+
+type TransformOutcome = Result<Vec<Vec<u8>>, sluice_transformer::TransformError>;
+
 fn push(pending: &mut Pending, lane: usize, event: OutEvent) {
     pending.events += 1;
     pending.bytes += event.json.len();
     pending.lanes[lane].push(event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parallel path must give exactly what one thread gives, in input order, with failures
+    /// staying on their own events.
+    #[test]
+    fn parallel_transformation_keeps_input_order_and_per_event_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("t.rhai");
+        std::fs::write(
+            &script,
+            "fn transform(event, meta) { if event.n % 97 == 0 { throw \"bad \" + event.n } event.doubled = event.n * 2; event }",
+        )
+        .unwrap();
+        let config: sluice_transformer::TransformationConfig =
+            serde_yaml::from_str(&format!("id: t\nscript: {}", script.display())).unwrap();
+        let chain = sluice_transformer::Registry::load(&[config]).unwrap().chain(&["t".to_string()]).unwrap();
+        let events: Vec<Vec<u8>> = (0..1000).map(|n| format!(r#"{{"n":{n}}}"#).into_bytes()).collect();
+        let inputs: Vec<(&[u8], Meta<'_>)> = events.iter().map(|e| (&e[..], Meta::new("web", "d", "m"))).collect();
+        assert!(inputs.len() >= PARALLEL_MIN_EVENTS);
+        let parallel = transform_parallel(&chain, &inputs);
+        assert_eq!(parallel.len(), 1000);
+        for (n, outcome) in parallel.iter().enumerate() {
+            if n % 97 == 0 {
+                assert!(outcome.as_ref().unwrap_err().to_string().contains(&format!("bad {n}")));
+            } else {
+                let out: serde_json::Value = serde_json::from_slice(&outcome.as_ref().unwrap()[0]).unwrap();
+                assert_eq!(out["doubled"], serde_json::json!(n * 2), "event {n} out of place");
+            }
+        }
+    }
 }
