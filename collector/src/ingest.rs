@@ -17,7 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use sluice_eventlog::AppendBatch;
 
 use crate::event::{enrich, BatchBody, Kind, RequestInfo};
-use crate::{metric, CollectError, Collector, Source};
+use crate::{CollectError, Collector, Source};
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig, collector: web::Data<Collector>) {
     let mut scope = web::scope("")
@@ -70,13 +70,13 @@ async fn handle(
     check_rate(&source, batch.len())?;
     c.log.append(batch).await.map_err(|e| CollectError::from_log(e, c.log_full_retry_after()))?;
 
-    for (kind, n) in Kind::ALL.iter().zip(counts) {
+    for (counter, n) in source.received.iter().zip(counts) {
         if n > 0 {
-            metrics::counter!(metric::RECEIVED, "source" => source.id.to_string(), "type" => kind.as_str()).increment(n);
+            counter.increment(n);
         }
     }
-    metrics::counter!(metric::RECEIVED_BYTES, "source" => source.id.to_string()).increment(sent_bytes as u64);
-    metrics::histogram!(metric::REQUEST_SECONDS).record(started.elapsed().as_secs_f64());
+    source.received_bytes.increment(sent_bytes as u64);
+    c.request_seconds.record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().content_type("text/plain").body("OK"))
 }
 

@@ -132,6 +132,10 @@ impl SourceConfig {
 pub(crate) struct Source {
     pub id: Arc<str>,
     pub limiter: Option<(DefaultDirectRateLimiter, u32)>,
+    /// Metric handles made once here: resolving labels through the registry on every request
+    /// costs an allocation and a hash lookup on the hottest path.
+    pub received: [metrics::Counter; 6],
+    pub received_bytes: metrics::Counter,
 }
 
 /// Shared state of all HTTP workers.
@@ -140,6 +144,7 @@ pub struct Collector {
     pub(crate) by_key: HashMap<String, Arc<Source>>,
     pub(crate) log: EventLog,
     pub(crate) prometheus: Option<PrometheusHandle>,
+    pub(crate) request_seconds: metrics::Histogram,
 }
 
 impl Collector {
@@ -158,14 +163,18 @@ impl Collector {
                 let quota = Quota::per_second(per_sec).allow_burst(NonZeroU32::new(burst).expect("validated"));
                 (RateLimiter::direct(quota), burst)
             });
-            let source = Arc::new(Source { id: Arc::from(s.id.as_str()), limiter });
+            let received = event::Kind::ALL
+                .map(|k| metrics::counter!(metric::RECEIVED, "source" => s.id.clone(), "type" => k.as_str()));
+            let received_bytes = metrics::counter!(metric::RECEIVED_BYTES, "source" => s.id.clone());
+            let source = Arc::new(Source { id: Arc::from(s.id.as_str()), limiter, received, received_bytes });
             for key in &s.write_keys {
                 if by_key.insert(key.clone(), source.clone()).is_some() {
                     return Err(format!("write key of source {} is used by another source too", s.id));
                 }
             }
         }
-        Ok(Collector { config, by_key, log, prometheus })
+        let request_seconds = metrics::histogram!(metric::REQUEST_SECONDS);
+        Ok(Collector { config, by_key, log, prometheus, request_seconds })
     }
 
     pub(crate) fn log_full_retry_after(&self) -> Duration {
