@@ -3,54 +3,14 @@
 
 mod common;
 
-use common::{delivered_events, free_port, write_config};
+use common::{delivered_events, free_port, start_server, wait_healthy, write_config};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn start_server(config: &Path, log: &Path) -> Child {
-    let log = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn sluice")
-}
-
-fn wait_healthy(child: &mut Child, port: u16, log: &Path) {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "sluice exited early with {status}; log:\n{}",
-                fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health")).send() {
-            if r.status().as_u16() == 200 {
-                return;
-            }
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "sluice not healthy after 30s; log:\n{}",
-        fs::read_to_string(log).unwrap_or_default()
-    );
-}
 
 /// messageId -> number of times it appears in the delivered output.
 fn delivered_ids(out_dir: &Path) -> HashMap<String, usize> {

@@ -1,9 +1,13 @@
-//! Helpers shared by the end-to-end tests: a free port, and the events the `files` destination wrote.
+//! Helpers shared by the end-to-end tests: a free port, the events the `files` destination wrote,
+//! a config, and starting the `sluice` binary and waiting until it answers.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -69,4 +73,47 @@ destinations:
     let path = dir.join("sluice.yaml");
     fs::write(&path, cfg).unwrap();
     path
+}
+
+/// Starts `sluice run --config config`, appending its output to `log` (kept across restarts).
+#[allow(dead_code)] // sdk_clients.rs starts its server its own way
+pub fn start_server(config: &Path, log: &Path) -> Child {
+    let log = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn sluice")
+}
+
+/// Waits until `/health` answers 200; panics with the log if the server exits or takes over 30 s.
+#[allow(dead_code)]
+pub fn wait_healthy(child: &mut Child, port: u16, log: &Path) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "sluice exited early with {status}; log:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health")).send() {
+            if r.status().as_u16() == 200 {
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "sluice not healthy after 30s; log:\n{}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
 }
