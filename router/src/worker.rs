@@ -351,13 +351,31 @@ const PARALLEL_MIN_EVENTS: usize = 256;
 fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<TransformOutcome> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || inputs.len() < PARALLEL_MIN_EVENTS {
-        return chain.apply_batch(inputs);
+        let mut outcomes = chain.apply_batch(inputs);
+        retry_wall_clock_failures(chain, inputs, &mut outcomes);
+        return outcomes;
     }
     let chunk = inputs.len().div_ceil(threads);
-    std::thread::scope(|scope| {
+    let mut outcomes: Vec<TransformOutcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = inputs.chunks(chunk).map(|part| scope.spawn(move || chain.apply_batch(part))).collect();
         handles.into_iter().flat_map(|h| h.join().expect("transformations do not panic")).collect()
-    })
+    });
+    retry_wall_clock_failures(chain, inputs, &mut outcomes);
+    outcomes
+}
+
+/// The wall-clock limit measures elapsed time, so on a loaded machine a thread that was simply
+/// not scheduled for a while can hit it with a healthy script. Such an event gets one more run
+/// on its own before it counts as failed: a runaway script fails again, a preempted one passes.
+fn retry_wall_clock_failures(chain: &Chain, inputs: &[(&[u8], Meta<'_>)], outcomes: &mut [TransformOutcome]) {
+    use sluice_transformer::{LimitKind, TransformError};
+    for (input, outcome) in inputs.iter().zip(outcomes.iter_mut()) {
+        if matches!(outcome, Err(TransformError::Limit { kind: LimitKind::WallClock, .. })) {
+            if let Some(again) = chain.apply_batch(std::slice::from_ref(input)).pop() {
+                *outcome = again;
+            }
+        }
+    }
 }
 
 type TransformOutcome = Result<Vec<Vec<u8>>, sluice_transformer::TransformError>;
