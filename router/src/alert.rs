@@ -38,9 +38,13 @@ impl Alerter {
         match self.client.post(&self.config.webhook_url).json(&body).send().await {
             Ok(r) if r.status().is_success() => {
                 metrics::counter!(crate::metric::ALERTS_SENT, "kind" => kind).increment(1);
+                return;
             }
             Ok(r) => tracing::warn!(status = %r.status(), destination, "alert webhook refused the alert"),
             Err(error) => tracing::warn!(%error, destination, "could not post the alert"),
         }
+        // Not delivered: forget the mark, so the next alert of this kind is not held back by one
+        // nobody saw.
+        self.last_sent.lock().unwrap().remove(&(destination.to_string(), kind));
     }
 }

@@ -272,7 +272,9 @@ impl Worker {
                     self.id,
                     failing_for.as_secs()
                 );
-                alerts.notify(&self.id, "failing", text).await;
+                // Posted on the side: a slow chat webhook must not delay the next retry.
+                let (alerts, dest) = (alerts.clone(), self.id.clone());
+                tokio::spawn(async move { alerts.notify(&dest, "failing", text).await });
             }
         }
     }

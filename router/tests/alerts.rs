@@ -97,3 +97,25 @@ async fn a_destination_failing_longer_than_failing_after_posts_one_alert_per_des
     assert!(dlq.ids(None).unwrap().is_empty(), "retriable failures within max_attempts are not dead-lettered");
     println!("{attempts_during} failed attempts in the 3 s after the alerts, no further alert");
 }
+
+/// An alert the chat webhook did not take (it was down) must not count as sent: the next one of
+/// the same kind goes out even within `min_interval_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_the_chat_refused_does_not_hold_back_the_next_one() {
+    let (_dir, log, dlq) = setup();
+    // The chat answers 503 to its first post, then 200.
+    let (chat, chat_url) = Receiver::start(|n| common::Reply::status(if n == 0 { 503 } else { 200 }));
+    let (_hook, url) = Receiver::always(400);
+    let alerts = alerter(&chat_url, 300, 300);
+    let config = destination("orders-hook", &url, &format!("lanes: 1\n{FAST}"));
+    let router = start(&log, &dlq, &Registry::load(&[]).unwrap(), vec![config], Some(alerts)).await;
+
+    append(&log, "a", 1, 2).await;
+    wait_for("the first (refused) alert", 10, || chat.count() >= 1).await;
+    append(&log, "b", 1, 2).await;
+    wait_for("the second alert", 10, || chat.count() >= 2).await;
+    router.stop().await;
+    let statuses: Vec<u16> = chat.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 200], "the refused alert was followed by the next one");
+    assert!(texts(&chat)[1].contains("dead-lettered 2 event(s)"), "{:?}", texts(&chat));
+}
