@@ -11,23 +11,35 @@ use super::text;
 
 /// Key names to match. Matching ignores case and `_`, `-`, `.` and spaces, so `["first_name"]`
 /// matches `firstName`, `FirstName` and `first-name`: personal data arrives under all of these
-/// spellings from different SDKs. The names are borrowed from the script's array and compared
-/// without allocating: this runs for every key of every event.
-pub struct Names(Vec<ImmutableString>);
+/// spellings from different SDKs.
+///
+/// This runs for every key of every event against every name, so the names are normalised once
+/// (ASCII-lowercased, separators removed) into one buffer, and a key is normalised once into a
+/// stack buffer and then compared with each name as a plain byte slice (mostly a length check).
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// All normalised names, one after the other.
+    normalized: Vec<u8>,
+    /// `ends[i]` is where name `i` stops in `normalized`.
+    ends: Vec<usize>,
+}
+
+/// Keys longer than this (after normalisation) are compared without the stack buffer.
+const KEY_BUFFER: usize = 64;
 
 impl Names {
     /// From a Rhai string or array of strings.
     pub fn from_dynamic(names: &Dynamic) -> Result<Names, String> {
-        let mut out = Vec::new();
+        let mut out = Names::default();
         if let Ok(s) = names.as_immutable_string_ref() {
-            out.push(s.clone());
+            out.push(&s);
         } else if let Ok(items) = names.as_array_ref() {
-            out.reserve(items.len());
+            out.ends.reserve(items.len());
             for item in items.iter() {
                 let s = item.as_immutable_string_ref().map_err(|t| {
                     format!("key names must be strings, found a value of type {t}")
                 })?;
-                out.push(s.clone());
+                out.push(&s);
             }
         } else {
             return Err(format!(
@@ -35,15 +47,46 @@ impl Names {
                 names.type_name()
             ));
         }
-        Ok(Names(out))
+        Ok(out)
+    }
+
+    /// From Rust string literals (the built-in defaults of `scrub_pii`).
+    pub fn from_strs(names: &[&str]) -> Names {
+        let mut out = Names::default();
+        names.iter().for_each(|n| out.push(n));
+        out
+    }
+
+    fn push(&mut self, name: &str) {
+        self.normalized.extend(normalized(name));
+        self.ends.push(self.normalized.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.normalized[a..b])
     }
 
     pub fn matches(&self, key: &str) -> bool {
-        self.0.iter().any(|name| eq_normalized(key, name))
+        if self.ends.is_empty() {
+            return false;
+        }
+        let mut buf = [0u8; KEY_BUFFER];
+        let mut len = 0;
+        for b in normalized(key) {
+            if len == KEY_BUFFER {
+                // Rare: a very long key. Compare streaming instead.
+                return self.iter().any(|name| normalized(key).eq(name.iter().copied()));
+            }
+            buf[len] = b;
+            len += 1;
+        }
+        let key = &buf[..len];
+        self.iter().any(|name| name == key)
     }
 
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
     }
 }
 
@@ -51,18 +94,12 @@ fn is_separator(b: &u8) -> bool {
     matches!(b, b'_' | b'-' | b'.' | b' ')
 }
 
-/// Compares two names ignoring ASCII case and separators. Cloning an `ImmutableString` above is
-/// a reference-count bump, so building `Names` costs one small vector per call.
-fn eq_normalized(key: &str, name: &str) -> bool {
-    let mut a = key.bytes().filter(|b| !is_separator(b));
-    let mut b = name.bytes().filter(|b| !is_separator(b));
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some(x), Some(y)) if x.eq_ignore_ascii_case(&y) => {}
-            _ => return false,
-        }
-    }
+/// The bytes a name is compared by: separators dropped, ASCII letters lowercased (non-ASCII
+/// bytes compare exactly, as before).
+fn normalized(name: &str) -> impl Iterator<Item = u8> + '_ {
+    name.bytes()
+        .filter(|b| !is_separator(b))
+        .map(|b| b.to_ascii_lowercase())
 }
 
 /// What a deep helper was called on: an event (map) or an array of values. Rhai gives native
@@ -299,5 +336,17 @@ mod tests {
             assert!(!names.matches(key), "{key}");
         }
         assert!(Names::from_dynamic(&Dynamic::from(3_i64)).is_err());
+    }
+
+    #[test]
+    fn long_and_non_ascii_keys_match_too() {
+        let long = "a_".repeat(70) + "Z";
+        let names = Names::from_strs(&[&long, "prénom", "x"]);
+        assert!(names.matches(&("A".repeat(70) + "z")), "longer than the key buffer");
+        assert!(!names.matches(&"A".repeat(71)));
+        assert!(!names.matches("PRÉNOM"), "non-ASCII letters compare exactly, as before");
+        assert!(names.matches("Pré-nom"));
+        assert!(!Names::default().matches(""));
+        assert!(Names::from_strs(&["_"]).matches("-"), "names of only separators match the same");
     }
 }
