@@ -1,9 +1,10 @@
 //! Throughput of `transforms/scrub_pii.rhai` over Mattermost-like chat events, bytes in to bytes
 //! out (parse, script, serialise), one core. Besides the full chain, it measures the parts: the
 //! conversion alone (a script returning the event untouched) so that the script's own share is
-//! visible.
+//! visible, and the granular version of the script (one helper call per step, as shipped before
+//! the native `scrub_pii` helper) so that before and after are measured in the same sitting.
 //!
-//! Run: `CARGO_TARGET_DIR=/root/.cache/sluice-target cargo bench -p sluice-transformer --bench scrub_pii`
+//! Run: `CARGO_TARGET_DIR=/root/.cache/sluice/target cargo bench -p sluice-transformer --bench scrub_pii`
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,39 @@ fn chat_events(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// transforms/scrub_pii.rhai before the native helper (same output, see tests/scrub_pii.rs).
+const GRANULAR_SCRUB_PII: &str = r#"
+fn transform(event, meta) {
+    let key = meta.params.hmac_key;
+    pseudonymize_emails(event, ["userId", "anonymousId", "previousId"], key);
+    let fields = meta.params.fields ?? ["name", "first_name", "last_name", "full_name",
+        "display_name", "nickname", "username", "email", "phone", "address"];
+    let has_context = "context" in event;
+    switch meta.params.mode ?? "mask" {
+        "drop" => {
+            event.traits.drop_keys(fields);
+            event.properties.drop_keys(fields);
+            if has_context { event.context.traits.drop_keys(fields); }
+        }
+        "hash" => {
+            event.traits.hash_keys(fields, key);
+            event.properties.hash_keys(fields, key);
+            if has_context { event.context.traits.hash_keys(fields, key); }
+        }
+        _ => {
+            let replacement = meta.params.replacement ?? "[redacted]";
+            event.traits.mask_keys(fields, replacement);
+            event.properties.mask_keys(fields, replacement);
+            if has_context { event.context.traits.mask_keys(fields, replacement); }
+        }
+    }
+    if meta.params.redact_text_emails ?? true {
+        redact_emails_deep(event);
+    }
+    event
+}
+"#;
+
 fn chain(id: &str, script: PathBuf) -> (Registry, Chain) {
     let config = TransformationConfig { id: id.into(), script, params: Default::default(), limits: Limits::default() };
     let registry = Registry::load(&[config]).expect("script compiles");
@@ -78,11 +112,15 @@ fn bench(c: &mut Criterion) {
     let redact_path = noop_dir.path().join("redact.rhai");
     std::fs::write(&redact_path, "fn transform(event, meta) { redact_emails_deep(event); event }").unwrap();
     let (_r4, redact) = chain("redact", redact_path);
+    let granular_path = noop_dir.path().join("granular.rhai");
+    std::fs::write(&granular_path, GRANULAR_SCRUB_PII).unwrap();
+    let (_r5, granular) = chain("granular", granular_path);
 
     let mut group = c.benchmark_group("transform");
     group.throughput(Throughput::Elements(events.len() as u64));
     for (name, chain) in [
         ("scrub_pii", &scrub),
+        ("scrub_pii_granular_script", &granular),
         ("noop_script", &noop),
         ("part_mask_keys_x3", &mask),
         ("part_redact_emails_deep", &redact),

@@ -1,6 +1,7 @@
 //! The helper library registered with every transformation's engine. Each helper is documented,
 //! with an example, in `docs/transforms.md`; keep the two in step.
 
+pub mod scrub;
 pub mod text;
 pub mod walk;
 
@@ -25,6 +26,7 @@ pub fn register(engine: &mut Engine) {
     register_text(engine);
     register_deep(engine);
     register_paths(engine);
+    register_scrub(engine);
 }
 
 fn register_text(engine: &mut Engine) {
@@ -159,5 +161,21 @@ fn register_paths(engine: &mut Engine) {
         )
         .register_fn("remove_path", |m: &mut Map, path: &str| {
             walk::remove_path(m, path)
+        });
+}
+
+/// `scrub_pii(event, options)`: the whole of the shipped scrub_pii script in one native walk
+/// (see `scrub.rs`). `options` is normally `meta.params`; `()` or no argument means defaults.
+fn register_scrub(engine: &mut Engine) {
+    engine
+        .register_fn("scrub_pii", |event: &mut Map, options: Map| -> Res<INT> {
+            let opts = scrub::ScrubOptions::from_map(&options)?;
+            Ok(count(scrub::scrub_pii(event, &opts)))
+        })
+        .register_fn("scrub_pii", |event: &mut Map, _: ()| {
+            count(scrub::scrub_pii(event, &scrub::ScrubOptions::default()))
+        })
+        .register_fn("scrub_pii", |event: &mut Map| {
+            count(scrub::scrub_pii(event, &scrub::ScrubOptions::default()))
         });
 }
