@@ -140,6 +140,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0;
             for e in &events {
+                let v = sluice_transformer::convert::event_from_json(e).unwrap();
+                bytes += sluice_transformer::convert::event_to_json(&v).len();
+            }
+            bytes
+        })
+    });
+    // The conversion the crate used before its own parser and writer: serde_json driving
+    // rhai's serde support.
+    group.bench_function("json_parse_serialize_serde", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            for e in &events {
                 let v: rhai::Dynamic = serde_json::from_slice(e).unwrap();
                 bytes += serde_json::to_vec(&v).unwrap().len();
             }

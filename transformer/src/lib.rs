@@ -20,7 +20,8 @@
 
 mod chain;
 pub mod cli;
-mod convert;
+/// JSON bytes <-> Rhai values, as the chain does it (public for benchmarks and tools).
+pub mod convert;
 mod error;
 pub mod helpers;
 mod registry;
