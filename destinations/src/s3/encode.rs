@@ -32,7 +32,10 @@ use flate2::Compression;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression as ParquetCompression;
 use parquet::file::properties::WriterProperties;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 
 use super::S3Format;
 use crate::{DeliveryError, OutEvent};
@@ -122,7 +125,9 @@ fn parquet(events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, Del
     let mut rejected = Vec::new();
 
     for (i, event) in events.iter().enumerate() {
-        let mut object: Map<String, Value> = match serde_json::from_slice(&event.json) {
+        // Borrowed raw values, not a `Value` tree: the JSON columns are the stored text as it is,
+        // so nothing is built only to be serialized again (this was most of the encoding time).
+        let mut object: BTreeMap<Cow<'_, str>, &RawValue> = match serde_json::from_slice(&event.json) {
             Ok(object) => object,
             Err(e) => {
                 rejected.push((i, format!("event is not a JSON object, cannot write it as Parquet: {e}")));
@@ -130,30 +135,34 @@ fn parquet(events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, Del
             }
         };
         for ((_, field), column) in STRING_COLUMNS.iter().zip(&mut strings) {
-            match object.remove(*field) {
-                None | Some(Value::Null) => column.append_null(),
-                Some(Value::String(s)) => column.append_value(s),
-                Some(other) => column.append_value(other.to_string()),
+            match object.remove(*field).map(text_of) {
+                None | Some(Text::Null) => column.append_null(),
+                Some(Text::Str(s)) => column.append_value(s),
+                Some(Text::Other(raw)) => column.append_value(raw),
             }
         }
         // Unparsable timestamps go back into the object so they land in `extra`.
         let mut unparsed = Vec::new();
         for ((_, field), column) in TIMESTAMP_COLUMNS.iter().zip(&mut times) {
-            match object.remove(*field) {
-                None | Some(Value::Null) => column.append_null(),
-                Some(value) => match value.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
-                    Some(t) => column.append_value(t.timestamp_micros()),
-                    None => {
-                        column.append_null();
-                        unparsed.push((field.to_string(), value));
-                    }
-                },
+            let Some(raw) = object.remove(*field) else {
+                column.append_null();
+                continue;
+            };
+            match text_of(raw) {
+                Text::Null => column.append_null(),
+                Text::Str(s) if DateTime::parse_from_rfc3339(&s).is_ok() => {
+                    column.append_value(DateTime::parse_from_rfc3339(&s).expect("checked").timestamp_micros())
+                }
+                _ => {
+                    column.append_null();
+                    unparsed.push((Cow::Borrowed(*field), raw));
+                }
             }
         }
         for ((_, field), column) in JSON_COLUMNS.iter().zip(&mut jsons) {
             match object.remove(*field) {
-                None | Some(Value::Null) => column.append_null(),
-                Some(value) => column.append_value(value.to_string()),
+                Some(raw) if raw.get() != "null" => column.append_value(raw.get()),
+                _ => column.append_null(),
             }
         }
         source.append_value(&event.source);
@@ -162,7 +171,7 @@ fn parquet(events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, Del
         if object.is_empty() {
             extra.append_null();
         } else {
-            extra.append_value(Value::Object(object).to_string());
+            extra.append_value(object_text(&object));
         }
     }
 
@@ -186,6 +195,42 @@ fn parquet(events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, Del
         .and_then(|_| writer.close().map(|_| ()))
         .map_err(|e| DeliveryError::permanent(format!("writing Parquet failed: {e}")))?;
     Ok(Encoded { bytes: out.into(), rejected })
+}
+
+/// A top-level value as a string column sees it.
+enum Text<'a> {
+    Null,
+    /// A JSON string, unescaped.
+    Str(Cow<'a, str>),
+    /// Any other value (ids sent as numbers), as its JSON text.
+    Other(&'a str),
+}
+
+fn text_of(raw: &RawValue) -> Text<'_> {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => match serde_json::from_str::<Cow<'_, str>>(raw.get()) {
+            Ok(s) => Text::Str(s),
+            Err(_) => Text::Other(raw.get()),
+        },
+        _ if raw.get() == "null" => Text::Null,
+        _ => Text::Other(raw.get()),
+    }
+}
+
+/// The remaining fields as one JSON object, keys sorted (as the map holds them).
+fn object_text(object: &BTreeMap<Cow<'_, str>, &RawValue>) -> String {
+    let mut out = String::with_capacity(2 + object.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
+    out.push('{');
+    for (n, (key, value)) in object.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
@@ -220,7 +265,7 @@ mod tests {
         let batch = read(encoded.bytes);
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(strings(&batch, "user_id").value(0), "42");
-        let extra: Value = serde_json::from_str(strings(&batch, "extra").value(0)).unwrap();
+        let extra: serde_json::Value = serde_json::from_str(strings(&batch, "extra").value(0)).unwrap();
         assert_eq!(extra, serde_json::json!({"timestamp": "yesterday", "channel": "web"}));
         assert!(strings(&batch, "extra").is_null(1));
         let sent = batch.column_by_name("sent_at").unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
