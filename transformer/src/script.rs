@@ -5,12 +5,13 @@
 //! each call, because the budget differs per call (a batch gets `n` times the per-event budget)
 //! while an engine's settings are fixed and shared by every thread.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope, AST};
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Scope, AST};
 
 use crate::error::{LimitKind, ScriptRef, TransformError};
 use crate::{helpers, scan, Limits, Meta};
@@ -68,6 +69,28 @@ fn check_budget(operations: u64) -> Option<Dynamic> {
     None
 }
 
+/// Gives every compiled version its own id, so per-thread caches never mix versions (an address
+/// could be reused by a later version after a reload).
+static NEXT_COMPILED_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The `meta` map last built on this thread. Consecutive events of a batch share source,
+/// destination, write key and params, so the map is cloned from this (reference-count bumps)
+/// and only `message_id` is new, instead of allocating four strings and inserting five keys.
+struct MetaTemplate {
+    compiled: u64,
+    source: ImmutableString,
+    destination: ImmutableString,
+    write_key_id: ImmutableString,
+    map: Map,
+}
+
+thread_local! {
+    static META_TEMPLATE: RefCell<Option<MetaTemplate>> = const { RefCell::new(None) };
+    /// One scope per thread, reused by every call: its buffers survive between events. Borrowed
+    /// with `try_borrow_mut` so that a nested call (none exists today) would get a fresh one.
+    static SCOPE: RefCell<Scope<'static>> = RefCell::new(Scope::new());
+}
+
 /// Builds the sandboxed engine for one transformation. It is kept across reloads of the script.
 pub fn build_engine(id: &str, limits: &Limits) -> Engine {
     let mut engine = Engine::new();
@@ -120,12 +143,16 @@ struct Entry {
 
 pub struct Compiled {
     pub script: ScriptRef,
+    /// Unique per compiled version; keys the per-thread meta template.
+    id: u64,
     engine: Arc<Engine>,
     transform: Option<Entry>,
     batch: Option<Entry>,
     limits: Limits,
-    /// `meta.params`: shared and read-only, so handing it to each call is a reference-count bump
-    /// rather than a deep copy, and no event can change what the next one sees.
+    /// `meta.params`: read-only, and copied into each event's `meta` (from the per-thread
+    /// template), so no event can change what the next one sees. Deliberately not a shared
+    /// value: Rhai's data-size check panics on a shared value found inside a map, which any
+    /// write into `meta` (or `event.m = meta`) would trigger.
     params: Dynamic,
     pub has_transform: bool,
     pub has_batch: bool,
@@ -197,6 +224,7 @@ impl Compiled {
             ));
         }
         Ok(Compiled {
+            id: NEXT_COMPILED_ID.fetch_add(1, Ordering::Relaxed),
             has_transform: transform.is_some(),
             has_batch: batch.is_some(),
             script,
@@ -209,6 +237,33 @@ impl Compiled {
     }
 
     pub fn meta_map(&self, meta: &Meta) -> Map {
+        META_TEMPLATE.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            let hit = cached.as_ref().is_some_and(|t| {
+                t.compiled == self.id
+                    && t.source == meta.source
+                    && t.destination == meta.destination
+                    && t.write_key_id == meta.write_key_id
+            });
+            if !hit {
+                *cached = Some(MetaTemplate {
+                    compiled: self.id,
+                    source: meta.source.into(),
+                    destination: meta.destination.into(),
+                    write_key_id: meta.write_key_id.into(),
+                    map: self.build_meta_map(meta),
+                });
+            }
+            let template = cached.as_ref().expect("filled above");
+            let mut map = template.map.clone();
+            if let Some(id) = map.get_mut("message_id") {
+                *id = meta.message_id.into();
+            }
+            map
+        })
+    }
+
+    fn build_meta_map(&self, meta: &Meta) -> Map {
         let mut map = Map::new();
         map.insert("source".into(), meta.source.into());
         map.insert("destination".into(), meta.destination.into());
@@ -273,10 +328,31 @@ impl Compiled {
     }
 
     fn eval(&self, entry: &Entry, a: Dynamic, b: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
-        let mut scope = Scope::new();
+        SCOPE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scope) => {
+                let result = self.eval_in(&mut scope, entry, a, b);
+                // Drop what the script left behind now, not when the next event comes.
+                scope.clear();
+                result
+            }
+            Err(_) => self.eval_in(&mut Scope::new(), entry, a, b),
+        })
+    }
+
+    fn eval_in(
+        &self,
+        scope: &mut Scope,
+        entry: &Entry,
+        a: Dynamic,
+        b: Dynamic,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        scope.clear();
         scope.push_dynamic(entry.params[0].as_str(), a);
-        scope.push_dynamic(entry.params[1].as_str(), b);
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &entry.ast)?;
+        // `meta` goes in as a constant, which is what keeps `meta.params` read-only: Rhai checks
+        // the read-only flag of nested values only when their variable is constant. (New keys
+        // can still be added to `meta`; each event has its own copy.)
+        scope.push_constant_dynamic(entry.params[1].as_str(), b);
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, &entry.ast)?;
         if result.is::<KeepEvent>() {
             // The body ended with the bare event variable: move it out instead of a deep copy.
             let event = scope.get_mut(&entry.params[0]).map(std::mem::take);
@@ -381,7 +457,7 @@ impl Compiled {
     }
 }
 
-/// Converts YAML `params` to the shared, read-only value scripts see as `meta.params`.
+/// Converts YAML `params` to the read-only value scripts see as `meta.params`.
 pub fn params_value(
     script: &ScriptRef,
     params: &serde_json::Map<String, serde_json::Value>,
@@ -390,7 +466,7 @@ pub fn params_value(
         script: script.clone(),
         message: e.to_string(),
     })?;
-    Ok(value.into_read_only().into_shared())
+    Ok(value.into_read_only())
 }
 
 pub fn script_ref(id: &str, file: &Path) -> ScriptRef {

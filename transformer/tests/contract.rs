@@ -224,3 +224,61 @@ fn a_failing_transform_batch_falls_back_to_transform_per_event() {
     assert!(out[1].as_ref().unwrap_err().to_string().contains("bad one"));
     assert!(matches!(out[2], Err(TransformError::BadEvent(_))));
 }
+
+/// `meta` maps are built from a per-thread template: each event must still see its own
+/// message id and source, the params of its own transformation, and none of what a previous
+/// event's script wrote into its `meta`.
+#[test]
+fn each_event_sees_its_own_meta() {
+    let scripts = Scripts::new();
+    let source = r#"fn transform(e, m) {
+        e.seen = `${m.source}/${m.message_id}/${m.params.k}/${m.scratch ?? "clean"}`;
+        m.scratch = "dirty";
+        e
+    }"#;
+    let mut a = scripts.config("a", source);
+    a.params = serde_json::from_value(json!({"k": "A"})).unwrap();
+    let mut b = scripts.config("b", &source.replace("e.seen", "e.seen_b"));
+    b.params = serde_json::from_value(json!({"k": "B"})).unwrap();
+    let registry = Registry::load(&[a, b]).unwrap();
+    let chain = registry.chain(&["a".into(), "b".into()]).unwrap();
+    let event = br#"{"type":"track"}"#;
+    for (src, id) in [("s1", "m1"), ("s1", "m2"), ("s2", "m3")] {
+        let out = chain.apply(event, &Meta::new(src, "d", id)).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();
+        assert_eq!(out["seen"], format!("{src}/{id}/A/clean"));
+        assert_eq!(out["seen_b"], format!("{src}/{id}/B/clean"));
+    }
+}
+
+/// Writing into `meta` (or storing it in the event) used to panic inside Rhai: a shared params
+/// value inside the map tripped its data-size check. Now it works on the event's own copy, and
+/// params stay read-only.
+#[test]
+fn meta_can_be_written_and_stored_but_params_stay_read_only() {
+    let scripts = Scripts::new();
+    let mut config = scripts.config(
+        "m",
+        r#"fn transform(e, m) {
+            e.meta = m;
+            e.blocked = [];
+            m.note = "x";
+            try { m.params.k = "changed"; } catch { e.blocked.push("params"); }
+            e.k = m.params.k;
+            let copy = m;
+            copy.note = "a copy is the script's own";
+            e.copy = copy.note;
+            e
+        }"#,
+    );
+    config.params = serde_json::from_value(json!({"k": "v", "list": [1, 2]})).unwrap();
+    let registry = Registry::load(&[config]).unwrap();
+    let chain = registry.chain(&["m".into()]).unwrap();
+    let out = chain.apply(br#"{"a":1}"#, &Meta::new("s", "d", "m1")).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();
+    assert_eq!(out["meta"]["params"], json!({"k": "v", "list": [1, 2]}));
+    assert_eq!(out["meta"]["message_id"], "m1");
+    assert_eq!(out["blocked"], json!(["params"]));
+    assert_eq!(out["k"], "v");
+    assert_eq!(out["copy"], "a copy is the script's own");
+}
