@@ -168,12 +168,12 @@ impl<'a> Parser<'a> {
 
     /// After `{`.
     fn object(&mut self) -> Result<Dynamic, String> {
-        let mut map = Map::new();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Dynamic::from_map(map));
+            return Ok(Dynamic::from_map(Map::new()));
         }
+        let mut entries = Vec::with_capacity(16);
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
@@ -182,14 +182,15 @@ impl<'a> Parser<'a> {
             let key = self.string()?;
             self.expect(b':', "expected `:`")?;
             let value = self.value()?;
-            // A repeated key keeps its last value, as with serde.
-            map.insert(key.as_str().into(), value);
+            entries.push((key.as_str().into(), value));
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(Dynamic::from_map(map));
+                    // Sorting once and building the tree in bulk is cheaper than one search per
+                    // insert; a repeated key keeps its last value (stable sort), as with serde.
+                    return Ok(Dynamic::from_map(Map::from_iter(entries)));
                 }
                 _ => return Err(self.error("expected `,` or `}`")),
             }
@@ -250,12 +251,7 @@ impl<'a> Parser<'a> {
 
     /// Advances over characters that need no handling; returns the end of the run.
     fn plain_run(&mut self) -> usize {
-        let rest = &self.bytes[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .unwrap_or(rest.len());
-        self.pos += n;
+        self.pos += special_byte(&self.bytes[self.pos..]);
         self.pos
     }
 
@@ -482,12 +478,11 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
-        }
+    loop {
+        let i = start + special_byte(&bytes[start..]);
         out.extend_from_slice(&bytes[start..i]);
+        let Some(&b) = bytes.get(i) else { break };
+        let esc = ESCAPE[b as usize];
         if esc == b'u' {
             out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
         } else {
@@ -495,8 +490,34 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
         }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Index of the first byte that is a quote, a backslash or a control character (the bytes both
+/// the parser and the writer must stop at), or `bytes.len()`. Eight bytes at a time: strings
+/// are most of an event, and a byte-by-byte loop was the parser's and writer's top cost.
+fn special_byte(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // High bit set in a byte's lane when that byte is < 0x20, or equals '"' or '\\' (the
+        // classic "has zero byte" test on w, w ^ '"'*8, w ^ '\\'*8). Lanes above the first hit
+        // may be false positives, so the hit itself is found bytewise below.
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+        let quote = w ^ (ONES * b'"' as u64);
+        let backslash = w ^ (ONES * b'\\' as u64);
+        let hits = (below_space | (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash)) & HIGH;
+        if hits != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - i)
 }
 
 #[cfg(test)]

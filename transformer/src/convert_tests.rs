@@ -208,3 +208,20 @@ fn random_documents_parse_and_write_like_serde() {
     }
 }
 
+
+#[test]
+fn special_byte_finds_the_first_stop_byte_at_any_position() {
+    let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(b.len());
+    for len in 0..40 {
+        for pos in 0..=len {
+            for stop in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+                // Bytes around the stop set (0x20, '!', '#', '[', ']', 0x7f, 0x80+) must not stop.
+                let mut bytes: Vec<u8> = (0..len).map(|i| [b' ', b'!', b'#', b'[', b']', 0x7f, 0xc3, 0xff][i % 8]).collect();
+                if pos < len {
+                    bytes[pos] = stop;
+                }
+                assert_eq!(special_byte(&bytes), naive(&bytes), "{bytes:?}");
+            }
+        }
+    }
+}
