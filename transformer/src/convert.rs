@@ -4,8 +4,8 @@
 //! the scrub_pii chain showed parsing at over half of the whole cost, a fifth of it because
 //! rhai's serde visitor builds every object twice (a `BTreeMap` of its own, then collected again
 //! into a `Map`), and the rest in serde's generic visitor machinery. Here a JSON object becomes a
-//! `Map` with one insert per key, a string an `ImmutableString` straight from the input slice
-//! when it has no escapes, and output is written into one buffer.
+//! `Map` built once in bulk from its sorted entries, a string an `ImmutableString` straight from
+//! the input slice when it has no escapes, and output is written into one buffer.
 //!
 //! What JSON accepts is exactly what `serde_json` accepts (strict grammar, UTF-8, surrogate
 //! pairs, nesting limit 128, no trailing characters), and values map the same way rhai's serde
