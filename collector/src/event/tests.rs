@@ -67,6 +67,26 @@ fn empty_context_gets_ip_without_a_stray_comma() {
 }
 
 #[test]
+fn ip_goes_in_front_of_the_first_context_key_whatever_its_shape() {
+    let at = info(Some(Kind::Track), Some("10.0.0.1"));
+    // Whitespace around the first key, and a client's own ip kept as sent.
+    let v = run(r#"{"userId":"u","event":"e","context":{  "os" : {"name":"Linux"} }}"#, &at).unwrap();
+    assert_eq!(v["context"], json!({"ip": "10.0.0.1", "os": {"name": "Linux"}}));
+    let v = run(r#"{"userId":"u","event":"e","context":{"app":{"ip":"x"},"ip":"192.0.2.7"}}"#, &at).unwrap();
+    assert_eq!(v["context"], json!({"app": {"ip": "x"}, "ip": "192.0.2.7"}));
+    // A first key with an escape is not borrowed from the body: the slow path handles it.
+    let v = run(r#"{"userId":"u","event":"e","context":{"\u0061pp":1,"\u0069p":"192.0.2.8"}}"#, &at).unwrap();
+    assert_eq!(v["context"], json!({"app": 1, "ip": "192.0.2.8"}));
+    let v = run(r#"{"userId":"u","event":"e","context":{"\u0061pp":1}}"#, &at).unwrap();
+    assert_eq!(v["context"], json!({"app": 1, "ip": "10.0.0.1"}));
+    // Without an ip to add, a context that is not an object is left alone.
+    let v = run(r#"{"userId":"u","event":"e","context":[1,{"a":2}]}"#, &info(Some(Kind::Track), None)).unwrap();
+    assert_eq!(v["context"], json!([1, {"a": 2}]));
+    assert!(reason(r#"{"userId":"u","event":"e","context":[1]}"#, &at).contains("context must be a JSON object"));
+    assert!(reason(r#"{"userId":"u","event":"e","context":7}"#, &at).contains("context must be a JSON object"));
+}
+
+#[test]
 fn present_nulls_take_the_slow_path_and_are_replaced() {
     let raw = r#"{"userId":"u1","messageId":null,"timestamp":null,"context":{"ip":null},"receivedAt":"1999-01-01T00:00:00Z"}"#;
     let v = run(raw, &info(Some(Kind::Screen), Some("10.0.0.9"))).unwrap();
