@@ -2,11 +2,14 @@
 # Ingest benchmark (issue 2): the parse-only baseline server and Sluice's collector, measured in
 # the same run with the same load tool (wrk), bodies and connection counts.
 #
-#   bash benches/ingest.sh            # 15 s per measurement
-#   DURATION=30 bash benches/ingest.sh
+#   bash benches/ingest.sh                      # 3 rounds, 10 s per measurement
+#   ROUNDS=5 DURATION=15 bash benches/ingest.sh
 #
-# Prints a Markdown table: requests/s, events/s, p50/p99 latency, peak RSS, server CPU and the
-# ratio of each Sluice row to the baseline row of the same shape. Rows:
+# The machine's speed drifts by tens of percent from minute to minute (shared host), so the
+# servers are measured in rounds (baseline, sluice ingest, sluice + router, again and again) and
+# each Sluice row is compared with the baseline of its own round. Prints every round's rows, then
+# a summary: the median of each figure over the rounds, and the median of the per-round ratios.
+# Figures: requests/s, events/s, p50/p99 latency, peak RSS, server CPU. Rows:
 #   baseline          benches/src/bin/baseline_server.rs: read body, parse into serde_json::Value, 200
 #   sluice ingest     collector + durable log (group commit, fdatasync), no destination
 #   sluice + router   the same plus the shipped scrub_pii transformation and a files destination,
@@ -14,7 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
-DURATION="${DURATION:-15}"
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
 SINGLE_CONNS="${SINGLE_CONNS:-256}"
 BATCH_CONNS="${BATCH_CONNS:-64}"
 THREADS="${THREADS:-2}"
@@ -82,35 +86,52 @@ YAML
 }
 
 ROWS=()
-"$BIN/baseline-server" "127.0.0.1:$PORT_BASE" 2 & PIDS+=($!); base_pid=$!
-wait_port $PORT_BASE
-mapfile -t -O "${#ROWS[@]}" ROWS < <(measure baseline "$base_pid" "http://127.0.0.1:$PORT_BASE")
-kill "$base_pid"; wait "$base_pid" 2>/dev/null || true
+for round in $(seq "$ROUNDS"); do
+  "$BIN/baseline-server" "127.0.0.1:$PORT_BASE" 2 & PIDS+=($!); base_pid=$!
+  wait_port $PORT_BASE
+  mapfile -t -O "${#ROWS[@]}" ROWS < <(measure "$round baseline" "$base_pid" "http://127.0.0.1:$PORT_BASE")
+  kill "$base_pid"; wait "$base_pid" 2>/dev/null || true
 
-for variant in ingest router; do
-  dir="$WORK/$variant"; mkdir -p "$dir"; port=$((PORT_BASE + 1))
-  sluice_config "$dir" "$port" "$([ $variant = router ] && echo yes || echo no)"
-  RUST_LOG=warn "$BIN/sluice" run --config "$dir/sluice.yaml" 2>"$dir/stderr" & PIDS+=($!); pid=$!
-  wait_port "$port"
-  mapfile -t -O "${#ROWS[@]}" ROWS < <(measure "sluice $variant" "$pid" "http://127.0.0.1:$port")
-  if [ $variant = router ]; then  # how far the router was behind when the load stopped
-    curl -s "http://127.0.0.1:$port/metrics" | grep -E '^sluice_destination_lag_events' >&2 || true
-  fi
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  rm -rf "$dir"
+  for variant in ingest router; do
+    dir="$WORK/$variant"; mkdir -p "$dir"; port=$((PORT_BASE + 1))
+    sluice_config "$dir" "$port" "$([ $variant = router ] && echo yes || echo no)"
+    RUST_LOG=warn "$BIN/sluice" run --config "$dir/sluice.yaml" 2>"$dir/stderr" & PIDS+=($!); pid=$!
+    wait_port "$port"
+    mapfile -t -O "${#ROWS[@]}" ROWS < <(measure "$round sluice-$variant" "$pid" "http://127.0.0.1:$port")
+    if [ $variant = router ]; then  # how far the router was behind when the load stopped
+      curl -s "http://127.0.0.1:$port/metrics" | grep -E '^sluice_destination_lag_events' >&2 || true
+    fi
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    rm -rf "$dir"
+  done
 done
 
 echo
-echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS, ${DURATION}s per row after a 2 s warm-up; $(date -u +%Y-%m-%d)"
-echo
-echo "| server | conns | req/s | events/s | p50 ms | p99 ms | peak RSS MB | server CPU % | non-2xx | socket errors | vs baseline events/s |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS, $ROUNDS rounds of ${DURATION}s per row after a 2 s warm-up; $(date -u +%Y-%m-%d)"
 python3 - "${ROWS[@]}" <<'PY'
-import sys
-rows = [r.split("|") for r in sys.argv[1:]]
-base = {r[0].split()[-1]: float(r[3]) for r in rows if r[0].startswith("baseline")}
+import statistics, sys
+rows = [r.split("|") for r in sys.argv[1:]]  # "round server shape", conns, req/s, ev/s, p50, p99, rss, cpu, non2xx, sockerr
+head = "| {} | conns | req/s | events/s | p50 ms | p99 ms | peak RSS MB | server CPU % | non-2xx | socket errors | vs baseline events/s |"
+rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+base = {(r[0].split()[0], r[0].split()[2]): float(r[3]) for r in rows if r[0].split()[1] == "baseline"}
+def ratio(r):
+    rnd, _, shape = r[0].split()
+    return float(r[3]) / base[(rnd, shape)] if base.get((rnd, shape)) else 0.0
+print("\nEvery round:\n")
+print(head.format("round server shape")); print(rule)
 for r in rows:
-    shape = r[0].split()[-1]
-    ratio = float(r[3]) / base[shape] if base.get(shape) else 0
-    print("| " + " | ".join(r + [f"{ratio:.2f}x"]) + " |")
+    print("| " + " | ".join(r + [f"{ratio(r):.2f}x"]) + " |")
+print("\nSummary (median over the rounds; errors summed; RSS the highest):\n")
+print(head.format("server shape")); print(rule)
+names = []
+for r in rows:
+    n = " ".join(r[0].split()[1:])
+    if n not in names:
+        names.append(n)
+for n in names:
+    group = [r for r in rows if " ".join(r[0].split()[1:]) == n]
+    med = lambda i, fmt: fmt.format(statistics.median(float(g[i]) for g in group))
+    print("| " + " | ".join([n, group[0][1], med(2, "{:.0f}"), med(3, "{:.0f}"), med(4, "{:.2f}"), med(5, "{:.2f}"),
+        str(max(int(g[6]) for g in group)), med(7, "{:.0f}"), str(sum(int(g[8]) for g in group)), str(sum(int(g[9]) for g in group)),
+        "{:.2f}x".format(statistics.median(ratio(g) for g in group))]) + " |")
 PY
