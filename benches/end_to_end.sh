@@ -29,6 +29,19 @@ cargo build --release --locked -q -p sluice -p sluice-benches
 BIN="$CARGO_TARGET_DIR/release"
 "$BIN/bench-payloads" "$WORK" >&2
 
+ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# cpu_split SLUICE_PID MOTO_PID: CPU use of each over the load window (after 1 s, for N-2 s).
+cpu_split() {
+  sleep 1
+  local load; load=$(pgrep -n bench-load || true)
+  local s0 m0 l0 s1 m1 l1 hz window=$((SECONDS_PER_RATE - 2))
+  s0=$(ticks "$1"); m0=$(ticks "$2"); l0=$(ticks "$load")
+  sleep "$window"
+  s1=$(ticks "$1"); m1=$(ticks "$2"); l1=$(ticks "$load")
+  hz=$(getconf CLK_TCK)
+  echo "CPU while loaded (100% = one core): sluice $(( (s1 - s0) * 100 / hz / window ))%, bench-load $(( (l1 - l0) * 100 / hz / window ))%, moto $(( (m1 - m0) * 100 / hz / window ))%"
+}
+
 status=0
 for rate in $RATES; do
   bucket="sluice-bench-$rate-$(date +%s)"
@@ -57,8 +70,12 @@ YAML
   RUST_LOG=warn "$BIN/sluice" run --config "$dir/sluice.yaml" 2>"$dir/stderr" & PID=$!
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
   echo "## offered $rate events/s for ${SECONDS_PER_RATE}s (batches of 100, $CONCURRENCY connections, $LANES lanes, up to $MAX_EVENTS events per object)"
+  # Who used the two cores while the load ran: Sluice, the load generator, the S3 server.
+  cpu_split "$PID" "$(cat "$HOME/.cache/sluice/run/moto.pid" 2>/dev/null)" > "$dir/cpu" & sampler=$!
   "$BIN/bench-load" "http://127.0.0.1:$PORT/v1/batch" "$WORK/batch.json" 100 "$rate" "$SECONDS_PER_RATE" \
     --concurrency "$CONCURRENCY" --metrics "http://127.0.0.1:$PORT/metrics" --pid "$PID" | tee "$dir/load.out"
+  wait "$sampler"
+  cat "$dir/cpu"
   echo "peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$PID/status)"
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   acked=$(sed -n 's/.*acked_events=\([0-9]*\).*/\1/p' "$dir/load.out")
