@@ -36,19 +36,13 @@ impl Chain {
         if self.is_empty() {
             return Ok(vec![event.to_vec()]);
         }
-        let mut events = vec![event_from_json(event)?];
-        for slot in self.slots.iter() {
-            let compiled = slot.current();
-            let mut next = Vec::with_capacity(events.len());
-            for event in events {
-                next.extend(compiled.run_one(event, meta)?);
-            }
-            events = next;
-            if events.is_empty() {
-                break;
-            }
-        }
-        Ok(events.iter().map(event_to_json).collect())
+        run_through(&self.stages(), event, meta)
+    }
+
+    /// The current version of every script, taken once so a reload never mixes two versions
+    /// within one call.
+    fn stages(&self) -> Vec<Arc<Compiled>> {
+        self.slots.iter().map(|slot| slot.current()).collect()
     }
 
     /// A whole batch; one outcome per input event, in order. Scripts that define
@@ -57,11 +51,11 @@ impl Chain {
         if self.is_empty() {
             return events.iter().map(|(e, _)| Ok(vec![e.to_vec()])).collect();
         }
-        let stages: Vec<_> = self.slots.iter().map(|slot| slot.current()).collect();
+        let stages = self.stages();
         if !stages.iter().any(|c| c.has_batch) {
-            // Event by event, each one parsed, run and serialised before the next is touched: its
-            // Rhai values stay in cache. Parsing the whole batch first (as a batch stage needs)
-            // made the router's transform step about twice as slow as the same chain per event.
+            // Event by event, each one parsed, run and serialised before the next is touched, so
+            // its Rhai values stay in cache. Parsing the whole batch first (as a batch stage
+            // needs) cost the router 15-25% of its drain rate into S3 Parquet (BENCHMARKS.md).
             return events.iter().map(|(bytes, meta)| run_through(&stages, bytes, meta)).collect();
         }
         let metas: Vec<Meta> = events.iter().map(|(_, m)| *m).collect();
