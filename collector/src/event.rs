@@ -287,7 +287,7 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Ki
         return Err(CollectError::InvalidEvent(format!("{} event needs a non-blank userId or anonymousId", kind.as_str())));
     }
     match kind {
-        Kind::Track if !head.event.as_str().is_some_and(|e| !e.trim().is_empty()) => {
+        Kind::Track if head.event.as_str().is_none_or(|e| e.trim().is_empty()) => {
             return Err(CollectError::InvalidEvent("track event needs a non-empty \"event\" name".into()))
         }
         Kind::Alias if !head.previous_id.is_valid_id() => {
@@ -350,7 +350,7 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Ki
     }
 
     let slow = matches!(context_ip, ContextIp::Slow)
-        || !head.received_at.0.is_none()
+        || head.received_at.0.is_some()
         || head.kind.is_present_null() && info.endpoint_kind.is_some()
         || head.message_id.is_present_null()
         || head.timestamp.is_present_null()
@@ -389,13 +389,13 @@ fn splice(raw: &str, add: &[(&str, String)], context_ip: ContextIp<'_>, out: &mu
     let inner_empty = raw[1..body_end].trim().is_empty();
     match context_ip {
         ContextIp::InsertAt(at, ip) => {
-            out.extend_from_slice(raw[..at].as_bytes());
+            out.extend_from_slice(&raw.as_bytes()[..at]);
             out.extend_from_slice(b"\"ip\":");
             out.extend_from_slice(json_string(ip).as_bytes());
             out.push(b',');
-            out.extend_from_slice(raw[at..body_end].as_bytes());
+            out.extend_from_slice(&raw.as_bytes()[at..body_end]);
         }
-        _ => out.extend_from_slice(raw[..body_end].as_bytes()),
+        _ => out.extend_from_slice(&raw.as_bytes()[..body_end]),
     }
     let mut first = inner_empty;
     let mut push = |out: &mut Vec<u8>, key: &str, value: &str| {

@@ -212,7 +212,7 @@ async fn records_larger_than_a_read_chunk_come_back_whole() {
     let log = EventLog::open(cfg).unwrap();
     let big = format!("{{\"p\":\"{}\"}}", "y".repeat(600 << 10));
     log.append(batch("web", &events("s", 1))).await.unwrap();
-    log.append(batch("web", &[big.clone()])).await.unwrap();
+    log.append(batch("web", std::slice::from_ref(&big))).await.unwrap();
     let got = read_all(&log, "d").await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].event.len(), big.len());
