@@ -20,7 +20,7 @@ fn event(i: usize) -> serde_json::Value {
             "channel_id": format!("chan-{:04}", i % 500),
             "team_id": "team-0042",
             "post_length": 120 + i % 80,
-            "has_attachment": i % 5 == 0,
+            "has_attachment": i.is_multiple_of(5),
             "mentions": i % 3,
             "message": format!("ping @ops about ticket {i}, or mail oncall{i}@bank.example.com"),
         },
