@@ -76,6 +76,14 @@ enum DlqCommand {
     },
 }
 
+/// mimalloc instead of glibc's malloc: the router allocates and frees a few dozen small values
+/// per event (Rhai maps, strings, output buffers) and glibc's malloc/free took ~15% of its CPU.
+/// Draining into S3 Parquet through scrub_pii ran 15-25% faster in A/B runs (BENCHMARKS.md).
+/// The `no_thp` feature keeps it off transparent huge pages, which put the peak RSS at ~205 MB
+/// instead of ~150 MB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
