@@ -326,9 +326,15 @@ mod tests {
         let json_bytes: usize = events.iter().map(|e| e.json.len()).sum();
         encode(S3Format::Parquet, &events[..100], Utc::now()).unwrap(); // warm-up
         for format in [S3Format::Parquet, S3Format::NdjsonGzip] {
-            let started = std::time::Instant::now();
-            let encoded = encode(format, &events, Utc::now()).unwrap();
-            let elapsed = started.elapsed();
+            // The fastest of five: the host is shared, and the slower runs measure its neighbours.
+            let (elapsed, encoded) = (0..5)
+                .map(|_| {
+                    let started = std::time::Instant::now();
+                    let encoded = encode(format, &events, Utc::now()).unwrap();
+                    (started.elapsed(), encoded)
+                })
+                .min_by_key(|(elapsed, _)| *elapsed)
+                .unwrap();
             println!(
                 "{format:?}: 10,000 chat events ({:.1} MB JSON) -> {:.2} MB in {:.1} ms ({:.0} events/s)",
                 json_bytes as f64 / 1e6,
