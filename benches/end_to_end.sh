@@ -7,6 +7,7 @@
 #   bash benches/end_to_end.sh                  # 200,000 events/s offered for 60 s
 #   RATES="200000 100000 50000" SECONDS_PER_RATE=60 bash benches/end_to_end.sh
 #   CHAIN=none bash benches/end_to_end.sh       # no transformation: the pipeline's own ceiling
+#   SLUICE=/path/to/other/sluice bash benches/end_to_end.sh   # measure another build
 #
 # Needs the test backends (bash scripts/backends.sh start, which this script runs).
 set -euo pipefail
@@ -29,6 +30,7 @@ PY="$HOME/.cache/sluice/venv/bin/python"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
 cargo build --release --locked -q -p sluice -p sluice-benches
 BIN="$CARGO_TARGET_DIR/release"
+SLUICE="${SLUICE:-$BIN/sluice}"   # or another build of sluice, to compare two builds
 "$BIN/bench-payloads" "$WORK" >&2
 
 ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -69,7 +71,7 @@ destinations:
       force_path_style: true
       format: parquet
 YAML
-  RUST_LOG=warn "$BIN/sluice" run --config "$dir/sluice.yaml" 2>"$dir/stderr" & PID=$!
+  RUST_LOG=warn "$SLUICE" run --config "$dir/sluice.yaml" 2>"$dir/stderr" & PID=$!
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
   echo "## offered $rate events/s for ${SECONDS_PER_RATE}s (batches of 100, $CONCURRENCY connections, $LANES lanes, up to $MAX_EVENTS events per object, transformations: $CHAIN)"
   # Who used the two cores while the load ran: Sluice, the load generator, the S3 server.
@@ -101,7 +103,7 @@ print(f"read back: {objects} Parquet objects, {rows} rows; acknowledged {acked};
 os._exit(0 if rows >= acked and scrubbed else 1)  # skips pyarrow's noisy teardown
 PY
   # Dead letters are not losses, but a benchmark should show them.
-  "$BIN/sluice" dlq list --config "$dir/sluice.yaml" 2>&1 | head -5
+  "$SLUICE" dlq list --config "$dir/sluice.yaml" 2>&1 | head -5
   rm -rf "$dir"
 done
 exit $status
