@@ -38,7 +38,7 @@ fn transform(event, meta) {
 "#;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).parent().unwrap().to_path_buf()
 }
 
 fn fixture(name: &str) -> Value {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sluice_transformer::cli;
 
 fn transforms_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../transforms")
 }
 
 #[test]

@@ -71,7 +71,10 @@ fn semantic_errors_point_at_the_entry() {
 
 #[test]
 fn the_shipped_config_is_valid() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // Read when the test runs, not baked in when it is compiled: a test binary built from another
+    // checkout sharing the same target directory would otherwise look in that checkout.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo");
+    let root = Path::new(&manifest_dir).parent().unwrap();
     let text = std::fs::read_to_string(root.join("config/sluice.yaml")).unwrap();
     // Scripts are referenced relative to the repository root, where `sluice run` is started.
     std::env::set_current_dir(root).unwrap();
