@@ -78,11 +78,12 @@ enum DlqCommand {
 
 /// mimalloc instead of glibc's malloc: the router allocates and frees a few dozen small values
 /// per event (Rhai maps, strings, output buffers), and glibc's malloc and free took ~15% of its
-/// CPU. Measured on 2026-11-30 (BENCHMARKS.md): draining into S3 Parquet through scrub_pii ran
-/// 0-25% faster in paired runs, and with no transformation the pipeline acked and delivered more
-/// at 200,000 events/s offered. mimalloc v2 (feature `v2`) returns freed memory to the OS after
-/// 10 ms where v3 waits a second, which took the peak RSS from 279 to 194 MB in that run;
-/// `no_thp` keeps it off transparent huge pages (205 instead of ~150 MB while draining).
+/// CPU. Measured on 2026-11-30 (BENCHMARKS.md): draining into S3 Parquet through scrub_pii was
+/// faster in five of eight paired runs (by 16-41%), level in one and 3-8% slower in two; ingest
+/// alone was level on batches. mimalloc v2 (feature `v2`) returns freed memory to the OS after
+/// 10 ms where v3 waits a second: with no transformation at 200,000 events/s offered, v3 peaked
+/// at 279 MB and v2 at 194 MB. `no_thp` keeps it off transparent huge pages (205 instead of
+/// ~150 MB peak RSS while draining).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
