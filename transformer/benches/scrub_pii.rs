@@ -99,7 +99,9 @@ fn bench(c: &mut Criterion) {
     let events = chat_events(1000);
     let avg = events.iter().map(Vec::len).sum::<usize>() / events.len();
     eprintln!("{} events, {avg} bytes on average", events.len());
-    let transforms = Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms");
+    // Read at run time, as the tests do (transformer/tests/common): a bench binary built from
+    // another checkout sharing the target directory would otherwise read that checkout's scripts.
+    let transforms = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../transforms");
     let (_r1, scrub) = chain("scrub_pii", transforms.join("scrub_pii.rhai"));
     let noop_dir = tempfile::tempdir().unwrap();
     let noop_path = noop_dir.path().join("noop.rhai");

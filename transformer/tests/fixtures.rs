@@ -3,17 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use sluice_transformer::cli;
-
-fn transforms_dir() -> PathBuf {
-    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../transforms")
-}
 
 #[test]
 fn every_shipped_script_passes_its_fixtures() {
-    let pairs = cli::shipped_scripts(&transforms_dir()).unwrap();
+    let pairs = cli::shipped_scripts(&common::transforms_dir()).unwrap();
     assert!(pairs.len() >= 4, "expected scrub_pii and at least three more scripts, found {pairs:?}");
     let mut report = Vec::new();
     let mut all_ok = true;

@@ -45,7 +45,7 @@ fn transform(event, meta) {
 "#;
 
 fn shipped_script() -> std::path::PathBuf {
-    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../transforms/scrub_pii.rhai")
+    common::transforms_dir().join("scrub_pii.rhai")
 }
 
 /// The shipped script with `params`.

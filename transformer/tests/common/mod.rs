@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sluice_transformer::{Chain, Limits, Meta, Registry, TransformError, TransformationConfig};
 
+/// The repository's `transforms/` directory. `CARGO_MANIFEST_DIR` is read when the test runs, not
+/// baked in when it is compiled: a test binary built from another checkout sharing the same target
+/// directory would otherwise read that checkout's scripts.
+pub fn transforms_dir() -> PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../transforms")
+}
+
 pub struct Scripts {
     pub dir: tempfile::TempDir,
 }
