@@ -3,6 +3,9 @@
 //!
 //! A file is written under a temporary name, fsynced and then renamed, so a reader never sees a
 //! half-written file and a retried batch replaces its earlier copy instead of adding a second one.
+//! Every part of the path comes from the batch: the hour is the UTC `receivedAt` of its first
+//! event (as in the S3 sink), not the clock, so a retry after the hour turned over lands on the
+//! same file. Only a first event without a parsable `receivedAt` falls back to the clock.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,13 +58,13 @@ impl FilesDestination {
     }
 
     fn write(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let now = Utc::now();
+        let hour = batch.events.first().and_then(|e| crate::received_at(&e.json)).unwrap_or_else(Utc::now);
         let dir = self.config.path.join(format!(
             "{:04}/{:02}/{:02}/{:02}",
-            now.year(),
-            now.month(),
-            now.day(),
-            now.hour()
+            hour.year(),
+            hour.month(),
+            hour.day(),
+            hour.hour()
         ));
         std::fs::create_dir_all(&dir)?;
         let name = format!("{:020}-{:020}.ndjson.gz", batch.first_offset(), batch.last_offset());
@@ -141,5 +144,21 @@ mod tests {
         assert_eq!(files.len(), 1, "a retried batch must replace its file: {files:?}");
         assert_eq!(files[0].0, "00000000000000000003-00000000000000000004.ndjson.gz");
         assert_eq!(files[0].1, "{\"messageId\":\"m3\"}\n{\"messageId\":\"m4\"}\n");
+    }
+
+    /// A batch received at 13:59 and retried after 14:00 must land on its first file, in the
+    /// hour of its events, never in a second file under the hour of the retry.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_hour_directory_comes_from_the_batch_not_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = FilesDestination::new(FilesConfig { path: dir.path().into(), gzip_level: 1 }).unwrap();
+        let mut b = batch(&[7, 8]);
+        b.events[0].json = br#"{"messageId":"m7","receivedAt":"2024-05-01T13:59:59.900Z"}"#.to_vec().into();
+        b.events[1].json = br#"{"messageId":"m8","receivedAt":"2024-05-01T14:00:00.100Z"}"#.to_vec().into();
+        dest.deliver(&b).await.unwrap();
+        dest.deliver(&b).await.unwrap();
+        let expected = dir.path().join("2024/05/01/13/00000000000000000007-00000000000000000008.ndjson.gz");
+        assert!(expected.is_file(), "not at {}: {:?}", expected.display(), read_all(dir.path()));
+        assert_eq!(read_all(dir.path()).len(), 1, "one file for the batch and its retry");
     }
 }

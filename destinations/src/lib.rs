@@ -61,6 +61,19 @@ impl Batch {
     }
 }
 
+/// The event's `receivedAt`, if it has a parsable one. It names the hour a batch is filed under
+/// (files, S3): taken from the batch rather than the clock, a retry that crosses an hour boundary
+/// writes to the same place and overwrites instead of duplicating.
+pub fn received_at(json: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Received<'a> {
+        #[serde(rename = "receivedAt", borrow)]
+        received_at: Option<std::borrow::Cow<'a, str>>,
+    }
+    let received: Received = serde_json::from_slice(json).ok()?;
+    Some(chrono::DateTime::parse_from_rfc3339(&received.received_at?).ok()?.with_timezone(&chrono::Utc))
+}
+
 /// What a destination reports back for a batch it accepted.
 #[derive(Debug, Default)]
 pub struct Delivered {
@@ -97,6 +110,16 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// The `type:` name of the sink (`files`, `webhook`, `s3`, `snowflake`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkConfig::Files(_) => "files",
+            SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::S3(_) => "s3",
+            SinkConfig::Snowflake(_) => "snowflake",
+        }
+    }
+
     /// Checks that need no I/O (used by `sluice validate`).
     pub fn validate(&self) -> Result<(), String> {
         match self {

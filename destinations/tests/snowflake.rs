@@ -43,6 +43,7 @@ impl Env {
             max_file_bytes: 1024 * 1024,
             gzip_level: 1,
             timeout_secs: 60,
+            discards_table: sluice_destinations::snowflake::default_discards_table(),
         }
     }
 
@@ -218,11 +219,13 @@ async fn a_new_property_adds_a_column() {
     let restarted = env.destination().await;
     restarted.deliver(&batch(2, &[track("t3", "Viewed", json!({"size": 7}))])).await.unwrap();
     assert_eq!(env.count("viewed").await, 3);
-    assert!(env.columns("discards").await.is_empty(), "nothing was discarded, so no discards table");
+    assert!(env.columns("rudder_discards").await.is_empty(), "nothing was discarded, so no discards table");
 }
 
+/// RudderStack's warehouse layout calls the table `rudder_discards`; dbt projects written for it
+/// exclude that name, so it is the default.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_type_conflict_lands_in_discards() {
+async fn a_type_conflict_lands_in_rudder_discards() {
     let env = Env::new().await;
     let dest = env.destination().await;
     dest.deliver(&batch(0, &[track("t1", "Paid", json!({"amount": 5, "vip": true}))])).await.unwrap();
@@ -244,7 +247,7 @@ async fn a_type_conflict_lands_in_discards() {
         .rows(&format!(
             "SELECT table_name, column_name, column_value, reason, row_id, CAST(received_at AS VARCHAR) FROM {} \
              ORDER BY column_name",
-            env.table("discards")
+            env.table("rudder_discards")
         ))
         .await;
     assert_eq!(discards.len(), 2, "{discards:?}");
@@ -258,7 +261,25 @@ async fn a_type_conflict_lands_in_discards() {
     dest.deliver(&batch(1, &[track("t2", "Paid", json!({"amount": "lots", "vip": "yes", "note": "ok"}))]))
         .await
         .unwrap();
-    assert_eq!(env.count("discards").await, 2);
+    assert_eq!(env.count("rudder_discards").await, 2);
+    assert!(env.columns("discards").await.is_empty(), "nothing under the old name");
+}
+
+/// A deployment whose discards table was created as `discards` (before `rudder_discards` was the
+/// default) keeps it with `discards_table: discards`; an event named like the table gets its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn discards_table_names_the_table_misfits_go_to() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.discards_table = "discards".into();
+    let dest = SnowflakeDestination::with_client(config, fakesnow::client(&Faults::default())).await.unwrap();
+    dest.deliver(&batch(0, &[track("t1", "Paid", json!({"amount": 5}))])).await.unwrap();
+    dest.deliver(&batch(1, &[track("t2", "Paid", json!({"amount": "lots"})), track("t3", "Discards", json!({"n": 1}))]))
+        .await
+        .unwrap();
+    assert_eq!(env.count("discards").await, 1);
+    assert!(env.columns("rudder_discards").await.is_empty(), "the default name is not used");
+    assert_eq!(env.count("_discards").await, 1, "the event named Discards has its own table");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -54,6 +54,7 @@ async fn rows_per_second_by_batch_size() {
             max_file_bytes: 100 * 1024 * 1024,
             gzip_level: 6,
             timeout_secs: 600,
+            discards_table: sluice_destinations::snowflake::default_discards_table(),
         };
         let shim = fakesnow::Faults::default();
         let dest = SnowflakeDestination::with_client(config, fakesnow::client(&shim)).await.unwrap();

@@ -20,6 +20,44 @@ pub(crate) fn check_name(consumer: &str) -> Result<(), LogError> {
     }
 }
 
+/// Every cursor file as (consumer, next offset), sorted by consumer.
+pub(crate) fn list(dir: &Path) -> Result<Vec<(String, u64)>, LogError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir.join("cursors")) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        // Temporary files of an interrupted store start with a dot.
+        if let Some(consumer) = name.strip_suffix(".offset").filter(|c| check_name(c).is_ok()) {
+            if let Some(offset) = load(dir, consumer)? {
+                out.push((consumer.to_string(), offset));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub(crate) fn exists(dir: &Path, consumer: &str) -> bool {
+    path(dir, consumer).exists()
+}
+
+/// Deletes a consumer's cursor file; false if it had none.
+pub(crate) fn remove(dir: &Path, consumer: &str) -> Result<bool, LogError> {
+    check_name(consumer)?;
+    match std::fs::remove_file(path(dir, consumer)) {
+        Ok(()) => {
+            std::fs::File::open(dir.join("cursors"))?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn path(dir: &Path, consumer: &str) -> PathBuf {
     dir.join("cursors").join(format!("{consumer}.offset"))
 }

@@ -9,9 +9,21 @@
 //!   that an `append` acknowledged can be in that tail, because acknowledgement follows the sync.
 //! - Each consumer (a destination) has its own cursor, persisted under `cursors/`. Consumers read
 //!   independently; one that falls behind only holds back deletion of old segments.
-//! - Sealed segments are deleted once every active consumer has committed past them. When the
-//!   bytes on disk would exceed the configured budget, appends fail with [`LogError::Full`] (the
-//!   collector turns that into 503 + `Retry-After`) instead of growing without bound.
+//! - Sealed segments are deleted once every consumer the log knows of has committed past them.
+//!   The log knows a consumer once it opened a reader, and every consumer handed to
+//!   [`EventLog::hold_for`] (the binary hands it every destination in the config, enabled or
+//!   not): a disabled destination holds segments from its persisted cursor, or from the oldest
+//!   segment if it never had one, so re-enabling it delivers its whole backlog.
+//! - A cursor file whose consumer is not in that list (a destination removed from the config, a
+//!   "stale" cursor) holds segments too: nothing is dropped silently. `hold_for` warns about each
+//!   with the bytes it holds; [`inspect`] lists cursors and [`drop_cursor`] deletes one (the
+//!   `sluice log cursors` and `sluice log drop-cursor` commands). A running log notices a dropped
+//!   stale cursor at its next commit and frees what only it held.
+//! - When the bytes on disk would exceed the configured budget, appends fail with
+//!   [`LogError::Full`] (the collector turns that into 503 + `Retry-After`) instead of growing
+//!   without bound. A held backlog therefore ends in 503s, never in lost events.
+//! - A record in synced data that fails its checksum is quarantined by the reader (see
+//!   [`Reader::take_corrupt`]) instead of stopping it.
 //!
 //! # On-disk format
 //! ```text
@@ -25,13 +37,14 @@
 //! Offsets are implicit: the n-th record of a segment (from 0) has offset `base + n`. A segment
 //! name gives its first offset, so finding an offset means picking the segment and scanning it.
 
+mod admin;
 mod cursor;
 mod error;
 mod reader;
 mod segment;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,8 +53,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use admin::{drop_cursor, inspect, CursorState, LogState};
 pub use error::LogError;
-pub use reader::Reader;
+pub use reader::{CorruptRecord, Reader};
 
 /// Metric names, kept together so dashboards and code agree.
 pub mod metric {
@@ -158,8 +172,12 @@ pub(crate) struct Shared {
     pub segments: Mutex<BTreeMap<u64, u64>>,
     pub size_bytes: AtomicU64,
     pub committed: watch::Receiver<Committed>,
-    /// Last committed cursor of every consumer that opened a reader in this process.
+    /// Last committed cursor of every consumer that opened a reader in this process or was
+    /// handed to `hold_for`, and of stale cursor files: the slowest one decides deletion.
     pub cursors: Mutex<HashMap<String, u64>>,
+    /// Consumers in `cursors` only because their file was found (not in the config): dropped
+    /// from `cursors` once their file is gone.
+    pub stale: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -213,7 +231,61 @@ impl EventLog {
     pub fn commit(&self, consumer: &str, next_offset: u64) -> Result<(), LogError> {
         cursor::store(&self.shared.dir, consumer, next_offset)?;
         self.shared.cursors.lock().unwrap().insert(consumer.to_string(), next_offset);
+        self.forget_dropped_stale();
         segment::delete_passed(&self.shared)
+    }
+
+    /// Makes segment deletion wait for every consumer in `consumers` (the destinations of the
+    /// config, enabled or not) and for every cursor file on disk, whether or not a reader is
+    /// ever opened for it. A consumer without a cursor holds from the oldest segment. Returns
+    /// the stale cursors (files whose consumer is not in `consumers`), each warned about.
+    pub fn hold_for<S: AsRef<str>>(&self, consumers: &[S]) -> Result<Vec<CursorState>, LogError> {
+        let oldest = *self.shared.segments.lock().unwrap().keys().next().unwrap_or(&0);
+        let wanted: HashSet<&str> = consumers.iter().map(AsRef::as_ref).collect();
+        let mut holds = Vec::new();
+        for id in &wanted {
+            cursor::check_name(id)?;
+            holds.push((id.to_string(), cursor::load(&self.shared.dir, id)?.unwrap_or(oldest)));
+        }
+        let stale: Vec<(String, u64)> =
+            cursor::list(&self.shared.dir)?.into_iter().filter(|(id, _)| !wanted.contains(id.as_str())).collect();
+        {
+            let mut cursors = self.shared.cursors.lock().unwrap();
+            for (id, at) in holds.iter().chain(&stale) {
+                cursors.entry(id.clone()).or_insert(*at);
+            }
+            self.shared.stale.lock().unwrap().extend(stale.iter().map(|(id, _)| id.clone()));
+        }
+        let segments: Vec<(u64, u64)> = self.shared.segments.lock().unwrap().iter().map(|(b, l)| (*b, *l)).collect();
+        let next = self.next_offset();
+        let states: Vec<CursorState> = stale
+            .into_iter()
+            .map(|(id, position)| CursorState::new(id, Some(position), &segments, next))
+            .collect();
+        for s in &states {
+            tracing::warn!(
+                cursor = %s.id, position = s.position.unwrap_or(0), held_bytes = s.held_bytes,
+                "stale cursor: no destination in the config has this id, and it keeps log segments from being deleted; \
+                 drop it with `sluice log drop-cursor {}` if that destination is gone for good", s.id
+            );
+        }
+        Ok(states)
+    }
+
+    fn forget_dropped_stale(&self) {
+        let mut stale = self.shared.stale.lock().unwrap();
+        if stale.is_empty() {
+            return;
+        }
+        let mut cursors = self.shared.cursors.lock().unwrap();
+        stale.retain(|id| {
+            let kept = cursor::exists(&self.shared.dir, id);
+            if !kept {
+                cursors.remove(id);
+                tracing::info!(cursor = %id, "stale cursor dropped; segments it held can be deleted");
+            }
+            kept
+        });
     }
 
     /// The persisted cursor of `consumer`, if it has one.
@@ -243,3 +315,6 @@ impl EventLog {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod holds_tests;

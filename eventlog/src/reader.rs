@@ -1,5 +1,13 @@
 //! Sequential readers, one per consumer. A reader only ever sees records that were synced: it
 //! reads up to the end the writer published after its last `fdatasync`.
+//!
+//! Bytes in synced data that are not a valid record (the disk lost data under us) are
+//! quarantined, never retried: the reader skips them, keeps them as a [`CorruptRecord`] for its
+//! caller to dead-letter (see [`Reader::take_corrupt`]), and reads on. A record whose header is
+//! intact but whose payload fails its checksum is skipped alone and stands for one offset. When
+//! the header itself is damaged, the reader skips to the next byte from which a record with a
+//! valid checksum starts; the offsets the skipped bytes stood for are what the segment's end
+//! offset leaves over after counting the records that follow.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -9,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::segment::{parse_record, Parsed};
+use crate::segment::{parse_record, Parsed, HEADER};
 use crate::{Committed, LogError, Record, Shared};
 
 /// Bytes read from disk at a time when the caller's own limit is smaller.
@@ -19,6 +27,23 @@ const MIN_CHUNK: usize = 256 << 10;
 /// are dropped and read again by the next call. Reading a destination's whole `max_bytes`
 /// (64 MiB in a typical S3 config) at once cost 7x the bytes needed and ~100 MB of RSS.
 const MAX_CHUNK: usize = 4 << 20;
+
+/// Bytes of a segment that were not a valid record, skipped by a reader.
+#[derive(Debug, Clone)]
+pub struct CorruptRecord {
+    /// Path of the segment file.
+    pub segment: String,
+    /// Byte position of the bad bytes in the segment.
+    pub position: u64,
+    /// First offset the bytes stood for.
+    pub offset: u64,
+    /// Offsets they stood for (1 for one record whose payload failed its checksum).
+    pub records: u64,
+    /// What was wrong (checksum mismatch, impossible length, ...).
+    pub reason: String,
+    /// The raw bytes, header included.
+    pub bytes: Bytes,
+}
 
 pub struct Reader {
     shared: Arc<Shared>,
@@ -31,12 +56,23 @@ pub struct Reader {
     last_source: Option<Arc<str>>,
     /// Bytes per record seen in the last read (with some slack), to size the next read.
     record_size: usize,
+    /// Quarantined since the last [`Reader::take_corrupt`].
+    corrupt: Vec<CorruptRecord>,
 }
 
 impl Reader {
     pub(crate) fn new(shared: Arc<Shared>, consumer: String, start: u64) -> Self {
         let committed = shared.committed.clone();
-        Reader { shared, consumer, committed, next_offset: start, segment: None, last_source: None, record_size: 1024 }
+        Reader {
+            shared,
+            consumer,
+            committed,
+            next_offset: start,
+            segment: None,
+            last_source: None,
+            record_size: 1024,
+            corrupt: Vec::new(),
+        }
     }
 
     pub fn consumer(&self) -> &str {
@@ -51,6 +87,13 @@ impl Reader {
     /// Records appended but not yet read by this reader.
     pub fn lag(&self) -> u64 {
         self.committed.borrow().next_offset.saturating_sub(self.next_offset)
+    }
+
+    /// What the reads since the last call skipped as corrupt, in log order. The offsets they
+    /// stood for are behind [`Reader::position`] already: a caller that moves its cursor past
+    /// them must first keep them (dead-letter them), or they are gone.
+    pub fn take_corrupt(&mut self) -> Vec<CorruptRecord> {
+        std::mem::take(&mut self.corrupt)
     }
 
     /// Moves the reader to `offset` (used to re-read after a failed delivery).
@@ -102,6 +145,7 @@ impl Reader {
             let chunk = Bytes::from(chunk);
             let mut at = 0usize;
             let mut needed = None;
+            let mut invalid = None;
             while at < chunk.len() && out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
                 match parse_record(&chunk[at..]) {
                     Parsed::Record { source, event_start, event_end, total } => {
@@ -116,18 +160,23 @@ impl Reader {
                         at += total;
                     }
                     Parsed::Incomplete => {
-                        // A record longer than the chunk: read it whole next round.
+                        // A record longer than the chunk: read it whole next round, unless its
+                        // length runs past the synced end, which only a damaged header can do.
                         if at == 0 && chunk.len() >= 4 {
-                            needed = Some(u32::from_le_bytes(chunk[0..4].try_into().unwrap()) as usize + 8);
+                            let n = u32::from_le_bytes(chunk[0..4].try_into().unwrap()) as usize + 8;
+                            if pos + n as u64 > limit {
+                                invalid = Some(format!("record length {} runs past the synced end", n - 8));
+                            } else {
+                                needed = Some(n);
+                            }
+                        } else if at == 0 {
+                            invalid = Some("record cut short inside synced data".into());
                         }
                         break;
                     }
                     Parsed::Invalid(reason) => {
-                        return Err(LogError::Corrupt {
-                            segment: self.shared.segment_path(base).display().to_string(),
-                            position: pos + at as u64,
-                            reason,
-                        })
+                        invalid = Some(reason);
+                        break;
                     }
                 }
             }
@@ -137,21 +186,24 @@ impl Reader {
             if out.len() > records_before {
                 self.record_size = at / (out.len() - records_before) + 64;
             }
+            if let Some(reason) = invalid {
+                self.quarantine(base, pos + at as u64, limit, c, reason)?;
+                continue;
+            }
             if let Some(n) = needed {
                 let (_, file, p) = self.segment.as_ref().unwrap();
-                let whole = Bytes::from(read_exact_at(file, *p, n)?);
-                if let Parsed::Record { source, event_start, event_end, total } = parse_record(&whole) {
-                    let source = self.intern(source);
-                    out.push(Record { offset: self.next_offset, source, event: whole.slice(event_start..event_end) });
-                    bytes += event_end - event_start;
-                    self.next_offset += 1;
-                    self.segment.as_mut().unwrap().2 += total as u64;
-                } else {
-                    return Err(LogError::Corrupt {
-                        segment: self.shared.segment_path(base).display().to_string(),
-                        position: *p,
-                        reason: "record cut short inside synced data".into(),
-                    });
+                let at = *p;
+                let whole = Bytes::from(read_exact_at(file, at, n)?);
+                match parse_record(&whole) {
+                    Parsed::Record { source, event_start, event_end, total } => {
+                        let source = self.intern(source);
+                        out.push(Record { offset: self.next_offset, source, event: whole.slice(event_start..event_end) });
+                        bytes += event_end - event_start;
+                        self.next_offset += 1;
+                        self.segment.as_mut().unwrap().2 += total as u64;
+                    }
+                    Parsed::Invalid(reason) => self.quarantine(base, at, limit, c, reason)?,
+                    Parsed::Incomplete => self.quarantine(base, at, limit, c, "record cut short inside synced data".into())?,
                 }
             }
         }
@@ -178,16 +230,56 @@ impl Reader {
                 }
             };
             let file = File::open(self.shared.segment_path(base))?;
-            let pos = skip_to(&file, base, self.next_offset)?;
+            let limit = self.segment_limit(base, c);
+            let end_offset = self.segment_end_offset(base, c);
+            let (pos, offset) = skip_to(&file, base, self.next_offset, limit, end_offset)?;
+            // A target inside a quarantined span resumes after it (the span was dead-lettered
+            // before the cursor passed it).
+            self.next_offset = offset;
             self.segment = Some((base, file, pos));
         }
         let base = self.segment.as_ref().unwrap().0;
-        let limit = if base == c.active_base {
+        Ok((base, self.segment_limit(base, c)))
+    }
+
+    /// Bytes of segment `base` a reader may read.
+    fn segment_limit(&self, base: u64, c: &Committed) -> u64 {
+        if base == c.active_base {
             c.active_len
         } else {
             self.shared.segments.lock().unwrap().get(&base).copied().unwrap_or(0)
-        };
-        Ok((base, limit))
+        }
+    }
+
+    /// Skips the bad bytes at `pos` of the open segment (see the module doc) and keeps them.
+    fn quarantine(&mut self, base: u64, pos: u64, limit: u64, c: Committed, reason: String) -> Result<(), LogError> {
+        let end_offset = self.segment_end_offset(base, &c);
+        let (_, file, _) = self.segment.as_ref().unwrap();
+        let rest = read_exact_at(file, pos, (limit - pos) as usize)?;
+        let (skip, records) = corrupt_span(&rest, end_offset.saturating_sub(self.next_offset));
+        let segment = self.shared.segment_path(base).display().to_string();
+        tracing::error!(consumer = %self.consumer, %segment, position = pos, offset = self.next_offset, records, bytes = skip, %reason,
+            "corrupt record in the event log; quarantined and skipped");
+        self.corrupt.push(CorruptRecord {
+            segment,
+            position: pos,
+            offset: self.next_offset,
+            records,
+            reason,
+            bytes: Bytes::copy_from_slice(&rest[..skip]),
+        });
+        self.next_offset += records;
+        self.segment.as_mut().unwrap().2 = pos + skip as u64;
+        Ok(())
+    }
+
+    /// The offset that follows the last record of segment `base`.
+    fn segment_end_offset(&self, base: u64, c: &Committed) -> u64 {
+        if base == c.active_base {
+            return c.next_offset;
+        }
+        let segments = self.shared.segments.lock().unwrap();
+        segments.range(base + 1..).next().map_or(c.next_offset, |(b, _)| *b)
     }
 
     fn intern(&mut self, source: &[u8]) -> Arc<str> {
@@ -208,16 +300,61 @@ fn read_exact_at(file: &File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> 
     Ok(buf)
 }
 
-/// Byte position of record `target` in a segment starting at `base`, found by walking headers.
-fn skip_to(file: &File, base: u64, target: u64) -> Result<u64, LogError> {
+/// Byte position of record `target` in a segment starting at `base`, found by walking headers;
+/// returns it with the offset found there (past `target` when `target` lies in a damaged span).
+/// A header that cannot be right (an impossible length, or one running past `limit`) is
+/// stepped over the way a read quarantines it, so both agree on the offsets.
+fn skip_to(file: &File, base: u64, target: u64, limit: u64, end_offset: u64) -> Result<(u64, u64), LogError> {
     let mut pos = 0u64;
     let mut offset = base;
     let mut header = [0u8; 8];
-    while offset < target {
+    while offset < target && pos < limit {
         file.read_exact_at(&mut header, pos)?;
         let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
-        pos += 8 + len;
-        offset += 1;
+        if (2..=crate::segment::MAX_RECORD as u64).contains(&len) && pos + 8 + len <= limit {
+            pos += 8 + len;
+            offset += 1;
+            continue;
+        }
+        let rest = read_exact_at(file, pos, (limit - pos) as usize)?;
+        let (skip, records) = corrupt_span(&rest, end_offset.saturating_sub(offset));
+        pos += skip as u64;
+        offset += records;
     }
-    Ok(pos)
+    Ok((pos, offset))
+}
+
+/// `rest` starts with bytes that are not a valid record and runs to the synced end of its
+/// segment, which holds `offsets_left` offsets from here. Returns how many bytes to skip and how
+/// many offsets they stood for.
+fn corrupt_span(rest: &[u8], offsets_left: u64) -> (usize, u64) {
+    let starts_record = |at: usize| at == rest.len() || matches!(parse_record(&rest[at..]), Parsed::Record { .. });
+    // An intact header with a damaged payload: the length still leads to the next record.
+    if rest.len() >= HEADER {
+        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let next = HEADER.saturating_add(len);
+        if (2..=crate::segment::MAX_RECORD).contains(&len) && next <= rest.len() && starts_record(next) {
+            return (next, 1);
+        }
+    }
+    // A damaged header: the next byte where a record with a valid checksum starts.
+    let resume = (1..=rest.len()).find(|&at| starts_record(at)).unwrap_or(rest.len());
+    let after = count_records(&rest[resume..]);
+    (resume, offsets_left.saturating_sub(after).max(1))
+}
+
+/// Records in `buf` (a segment's tail starting at a record), counting a record with an intact
+/// header but a bad payload as one; stops at a damaged header.
+fn count_records(buf: &[u8]) -> u64 {
+    let mut at = 0usize;
+    let mut n = 0u64;
+    while at + HEADER <= buf.len() {
+        let len = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        if !(2..=crate::segment::MAX_RECORD).contains(&len) || at + HEADER + len > buf.len() {
+            break;
+        }
+        at += HEADER + len;
+        n += 1;
+    }
+    n
 }

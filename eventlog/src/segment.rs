@@ -134,6 +134,7 @@ pub(crate) fn recover(config: &LogConfig) -> Result<(Arc<Shared>, Active), LogEr
         size_bytes: AtomicU64::new(size),
         committed: committed_rx,
         cursors: Mutex::new(HashMap::new()),
+        stale: Mutex::default(),
     });
     Ok((shared, Active { file, base, len: valid_len, next_offset, committed_tx }))
 }

@@ -55,16 +55,7 @@ pub fn encode(format: S3Format, events: &[OutEvent], loaded_at: DateTime<Utc>) -
     }
 }
 
-/// The event's `receivedAt` (it names the object's hour), if it has a parsable one.
-pub fn received_at(json: &[u8]) -> Option<DateTime<Utc>> {
-    #[derive(serde::Deserialize)]
-    struct Received<'a> {
-        #[serde(rename = "receivedAt", borrow)]
-        received_at: Option<std::borrow::Cow<'a, str>>,
-    }
-    let received: Received = serde_json::from_slice(json).ok()?;
-    Some(DateTime::parse_from_rfc3339(&received.received_at?).ok()?.with_timezone(&Utc))
-}
+pub use crate::received_at;
 
 fn ndjson_gzip(events: &[OutEvent]) -> Result<Bytes, DeliveryError> {
     let size: usize = events.iter().map(|e| e.json.len() + 1).sum();

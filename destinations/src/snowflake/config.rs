@@ -38,6 +38,15 @@ pub struct SnowflakeConfig {
     /// Longest one batch's load may take before the router counts it as timed out (seconds).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// Table for values that do not fit their column. `rudder_discards` by default, the name
+    /// RudderStack's warehouse layout uses (dbt projects written for it exclude that table).
+    #[serde(default = "default_discards_table")]
+    pub discards_table: String,
+}
+
+/// The discards table's default name (RudderStack's).
+pub fn default_discards_table() -> String {
+    "rudder_discards".into()
 }
 
 /// How the loading user signs in.
@@ -197,6 +206,12 @@ impl SnowflakeConfig {
         }
         if self.gzip_level > 9 {
             return Err(format!("gzip_level must be 0..=9, got {}", self.gzip_level));
+        }
+        if super::schema::to_identifier(&self.discards_table) != self.discards_table {
+            return Err(format!(
+                "discards_table {:?} must be a lower-case warehouse name ([a-z_][a-z0-9_]*, not a reserved word)",
+                self.discards_table
+            ));
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ pub mod schema;
 pub mod stage;
 
 pub use client::is_permanent_code;
-pub use config::{AuthConfig, Secret, SnowflakeConfig, StageConfig};
+pub use config::{default_discards_table, AuthConfig, Secret, SnowflakeConfig, StageConfig};
 
 use client::Warehouse;
 use load::Names;
@@ -218,14 +218,14 @@ impl SnowflakeDestination {
         self.prepare().await?;
         let known = self.schemas().await?;
         let uuid_ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let plan = tokio::task::block_in_place(|| plan::plan(&batch.events, &known, &uuid_ts));
+        let plan = tokio::task::block_in_place(|| plan::plan(&batch.events, &known, &uuid_ts, &self.config.discards_table));
         for table in &plan.tables {
             self.evolve(table).await?;
         }
         for table in &plan.tables {
             self.load_table(batch, table).await?;
         }
-        let discarded = plan.tables.iter().find(|t| t.table == schema::DISCARDS_TABLE).map_or(0, |t| t.rows.len());
+        let discarded = plan.tables.iter().find(|t| t.table == self.config.discards_table).map_or(0, |t| t.rows.len());
         tracing::debug!(
             destination = %batch.destination,
             events = batch.events.len(),

@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::rows::{event_rows, fixed_columns, Row};
-use super::schema::{ColumnType, DISCARDS_TABLE};
+use super::rows::{discards_columns, event_rows, fixed_columns, Row};
+use super::schema::ColumnType;
+#[cfg(test)]
+use super::schema::DISCARDS_TABLE;
 use crate::OutEvent;
 
 /// Known columns per table (lower-case names), as read from `information_schema` and kept up to
@@ -37,8 +39,9 @@ pub struct Plan {
     pub rejected: Vec<(usize, String)>,
 }
 
-/// Plans the load of `events`. `uuid_ts` is the load time written to every row.
-pub fn plan(events: &[OutEvent], known: &Schemas, uuid_ts: &str) -> Plan {
+/// Plans the load of `events`. `uuid_ts` is the load time written to every row; values that do
+/// not fit go to the table named `discards`.
+pub fn plan(events: &[OutEvent], known: &Schemas, uuid_ts: &str, discards_table: &str) -> Plan {
     let mut out = Plan::default();
     let mut order: Vec<String> = Vec::new();
     let mut by_table: HashMap<String, Vec<Row>> = HashMap::new();
@@ -48,7 +51,11 @@ pub fn plan(events: &[OutEvent], known: &Schemas, uuid_ts: &str) -> Plan {
             .and_then(|v| event_rows(&v, uuid_ts));
         match rows {
             Ok(rows) => {
-                for (table, row) in rows.rows {
+                for (mut table, row) in rows.rows {
+                    // An event named like the discards table must not write into it.
+                    if table == discards_table {
+                        table = format!("_{table}");
+                    }
                     if !by_table.contains_key(&table) {
                         order.push(table.clone());
                     }
@@ -62,12 +69,13 @@ pub fn plan(events: &[OutEvent], known: &Schemas, uuid_ts: &str) -> Plan {
     let mut discards: Vec<Row> = Vec::new();
     for table in order {
         let rows = dedup(&table, by_table.remove(&table).unwrap_or_default());
-        out.tables.push(plan_table(&table, rows, known, uuid_ts, &mut discards));
+        let fixed = fixed_columns(&table);
+        out.tables.push(plan_table(&table, fixed, rows, known, uuid_ts, &mut discards));
     }
     if !discards.is_empty() {
-        let rows = dedup(DISCARDS_TABLE, discards);
+        let rows = dedup(discards_table, discards);
         let mut none = Vec::new();
-        out.tables.push(plan_table(DISCARDS_TABLE, rows, known, uuid_ts, &mut none));
+        out.tables.push(plan_table(discards_table, discards_columns(), rows, known, uuid_ts, &mut none));
     }
     out
 }
@@ -92,9 +100,16 @@ fn dedup(table: &str, rows: Vec<Row>) -> Vec<Row> {
     out
 }
 
-fn plan_table(table: &str, mut rows: Vec<Row>, known: &Schemas, uuid_ts: &str, discards: &mut Vec<Row>) -> TablePlan {
+fn plan_table(
+    table: &str,
+    fixed_cols: Vec<(&'static str, ColumnType)>,
+    mut rows: Vec<Row>,
+    known: &Schemas,
+    uuid_ts: &str,
+    discards: &mut Vec<Row>,
+) -> TablePlan {
     let existing = known.get(table);
-    let fixed: BTreeMap<&str, ColumnType> = fixed_columns(table).into_iter().collect();
+    let fixed: BTreeMap<&str, ColumnType> = fixed_cols.iter().cloned().collect();
 
     // The type of every column this batch writes: the table's if it has the column, else the
     // fixed one, else inferred from the batch's values in log order.
@@ -102,7 +117,7 @@ fn plan_table(table: &str, mut rows: Vec<Row>, known: &Schemas, uuid_ts: &str, d
     let mut order: Vec<String> = Vec::new();
     // Fixed columns are always written (NULL when absent): a new table gets them all, a table
     // created by hand without some gets them added, and the users MERGE can rely on received_at.
-    for (name, ty) in fixed_columns(table) {
+    for (name, ty) in fixed_cols {
         let ty = existing.and_then(|e| e.get(name)).cloned().unwrap_or(ty);
         types.insert(name.to_string(), ty);
         order.push(name.to_string());
@@ -200,7 +215,7 @@ mod tests {
 
     #[test]
     fn new_tables_get_fixed_and_inferred_columns() {
-        let p = plan(&events(&[track("a", json!({"n": 1})), track("b", json!({"n": 1.5, "ok": true}))]), &Schemas::new(), TS);
+        let p = plan(&events(&[track("a", json!({"n": 1})), track("b", json!({"n": 1.5, "ok": true}))]), &Schemas::new(), TS, DISCARDS_TABLE);
         let buy = p.tables.iter().find(|t| t.table == "buy").unwrap();
         assert!(buy.create);
         let cols: BTreeMap<_, _> = buy.columns.iter().cloned().collect();
@@ -217,7 +232,7 @@ mod tests {
             fixed_columns("buy").into_iter().map(|(c, t)| (c.to_string(), t)).collect();
         buy.insert("n".into(), ColumnType::Int);
         known.insert("buy".into(), buy);
-        let p = plan(&events(&[track("a", json!({"n": "many", "color": "red"}))]), &known, TS);
+        let p = plan(&events(&[track("a", json!({"n": "many", "color": "red"}))]), &known, TS, DISCARDS_TABLE);
         let table = p.tables.iter().find(|t| t.table == "buy").unwrap();
         assert_eq!(table.new_columns, vec![("color".to_string(), ColumnType::Text)]);
         assert!(!table.rows[0].contains_key("n"));
@@ -242,6 +257,7 @@ mod tests {
             ]),
             &Schemas::new(),
             TS,
+            DISCARDS_TABLE,
         );
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].0, 4);

@@ -26,24 +26,27 @@ pub const COMMON_COLUMNS: &[(&str, ColumnType)] = &[
     ("uuid_ts", ColumnType::Timestamp),
 ];
 
+/// Columns of the discards table (whatever `discards_table:` calls it).
+pub fn discards_columns() -> Vec<(&'static str, ColumnType)> {
+    use ColumnType::*;
+    vec![
+        ("id", Text),
+        ("table_name", Text),
+        ("column_name", Text),
+        ("column_value", Text),
+        ("reason", Text),
+        ("row_id", Text),
+        ("received_at", Timestamp),
+        ("uuid_ts", Timestamp),
+    ]
+}
+
 /// Columns a given table always has: the common ones, plus its type's own.
 pub fn fixed_columns(table: &str) -> Vec<(&'static str, ColumnType)> {
     use ColumnType::*;
     let extra: &[(&'static str, ColumnType)] = match table {
         "users" => {
             return vec![("id", Text), ("received_at", Timestamp), ("uuid_ts", Timestamp)];
-        }
-        super::schema::DISCARDS_TABLE => {
-            return vec![
-                ("id", Text),
-                ("table_name", Text),
-                ("column_name", Text),
-                ("column_value", Text),
-                ("reason", Text),
-                ("row_id", Text),
-                ("received_at", Timestamp),
-                ("uuid_ts", Timestamp),
-            ];
         }
         "identifies" => &[],
         "aliases" => &[("previous_id", Text)],

@@ -15,8 +15,10 @@ pub const MAX_IDENTIFIER_LEN: usize = 127;
 pub const FIXED_TABLES: &[&str] =
     &["tracks", "identifies", "users", "pages", "screens", "groups", "aliases", DISCARDS_TABLE];
 
-/// Where values that do not fit their column's type go.
-pub const DISCARDS_TABLE: &str = "discards";
+/// Where values that do not fit their column's type go, unless `discards_table:` names another
+/// table (see [`super::default_discards_table`]). An event table that would take the
+/// configured name gets a `_` prefix in the plan.
+pub const DISCARDS_TABLE: &str = "rudder_discards";
 
 /// Snowflake's reserved keywords (docs: "Reserved & limited keywords"), which cannot be used as
 /// unquoted identifiers; a name equal to one of them gets a `_` prefix.
