@@ -2,6 +2,7 @@
 //! destination and kind so an outage produces a message, not a flood.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,16 +12,23 @@ pub struct Alerter {
     config: AlertsConfig,
     client: reqwest::Client,
     last_sent: Mutex<HashMap<(String, &'static str), Instant>>,
+    throttled: AtomicU64,
 }
 
 impl Alerter {
     pub fn new(config: AlertsConfig) -> Self {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("static client config");
-        Alerter { config, client, last_sent: Mutex::new(HashMap::new()) }
+        Alerter { config, client, last_sent: Mutex::new(HashMap::new()), throttled: AtomicU64::new(0) }
     }
 
     pub fn failing_after(&self) -> Duration {
         Duration::from_secs(self.config.failing_after_secs)
+    }
+
+    /// Alerts held back so far because one of the same kind and destination went out within
+    /// `min_interval_secs` (also the `sluice_alerts_throttled_total` metric).
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// Posts `text` unless an alert of the same kind for this destination went out recently.
@@ -30,6 +38,8 @@ impl Alerter {
             let key = (destination.to_string(), kind);
             let interval = Duration::from_secs(self.config.min_interval_secs);
             if last.get(&key).is_some_and(|t| t.elapsed() < interval) {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metric::ALERTS_THROTTLED, "kind" => kind).increment(1);
                 return;
             }
             last.insert(key, Instant::now());

@@ -2,8 +2,14 @@
 
 use std::time::Duration;
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use sluice_destinations::SinkConfig;
+
+use crate::head::RouteHead;
 
 /// One destination: where its events go and how they get there.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +25,10 @@ pub struct DestinationConfig {
     pub transformations: Vec<String>,
     #[serde(default)]
     pub filter: FilterConfig,
+    /// Ids of the sources (from `sources:`) whose events this destination takes; empty takes
+    /// every source. One source per destination gives each its own raw schema or bucket.
+    #[serde(default)]
+    pub sources: Vec<String>,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -52,6 +62,52 @@ pub struct FilterConfig {
     pub include_events: Vec<String>,
     #[serde(default)]
     pub exclude_events: Vec<String>,
+}
+
+impl FilterConfig {
+    pub(crate) fn accepts(&self, head: &RouteHead<'_>) -> bool {
+        let kind = head.kind.as_deref().unwrap_or("");
+        if !self.include_types.is_empty() && !self.include_types.iter().any(|t| t == kind) {
+            return false;
+        }
+        if self.exclude_types.iter().any(|t| t == kind) {
+            return false;
+        }
+        let name = head.event.as_deref();
+        if !self.include_events.is_empty() && !name.is_some_and(|n| self.include_events.iter().any(|e| e == n)) {
+            return false;
+        }
+        !name.is_some_and(|n| self.exclude_events.iter().any(|e| e == n))
+    }
+}
+
+impl DestinationConfig {
+    /// Whether this destination takes an event from `source`: its `sources:` list, the event's
+    /// `integrations` object, then its `filter:`.
+    pub(crate) fn takes(&self, head: &RouteHead<'_>, source: &str) -> bool {
+        if !self.sources.is_empty() && !self.sources.iter().any(|s| s == source) {
+            return false;
+        }
+        integrations_allow(head.integrations, &self.id, self.sink.type_name()) && self.filter.accepts(head)
+    }
+}
+
+/// Segment's `integrations` semantics. A key equal to the destination's id decides; failing
+/// that, a key equal to its sink type (`files`, `webhook`, `s3`, `snowflake`, any case, so the
+/// RudderStack-style `"S3": false` works) decides; failing that, `All` (true when absent).
+/// `false` turns a destination off; `true`, or an object of settings as Segment's libraries
+/// send, turns it on. An `integrations` that is not an object is ignored.
+fn integrations_allow(integrations: Option<&RawValue>, id: &str, sink_type: &str) -> bool {
+    let Some(raw) = integrations else { return true };
+    let Ok(map) = serde_json::from_str::<HashMap<Cow<'_, str>, &RawValue>>(raw.get()) else { return true };
+    let on = |v: &RawValue| v.get().trim() != "false";
+    if let Some(v) = map.get(id) {
+        return on(v);
+    }
+    if let Some((_, v)) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(sink_type)) {
+        return on(v);
+    }
+    map.get("All").is_none_or(|v| on(v))
 }
 
 /// When a batch is handed to the destination: whichever limit is reached first.
@@ -176,5 +232,47 @@ impl DestinationConfig {
             }
         }
         self.sink.validate().map_err(|e| format!("destination {}: {e}", self.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn takes(yaml: &str, event: &str, source: &str) -> bool {
+        let config: DestinationConfig = serde_yaml::from_str(yaml).unwrap();
+        config.takes(&RouteHead::parse(event.as_bytes()).unwrap(), source)
+    }
+
+    const WAREHOUSE: &str = "id: warehouse\nsink: { type: s3, bucket: b }\n";
+
+    #[test]
+    fn integrations_follow_segments_all_and_per_destination_keys() {
+        let cases = [
+            (r#"{"type":"track"}"#, true),
+            (r#"{"type":"track","integrations":{}}"#, true),
+            (r#"{"type":"track","integrations":{"All":false}}"#, false),
+            (r#"{"type":"track","integrations":{"All":false,"warehouse":true}}"#, true),
+            (r#"{"type":"track","integrations":{"All":false,"warehouse":{"setting":1}}}"#, true),
+            (r#"{"type":"track","integrations":{"warehouse":false}}"#, false),
+            (r#"{"type":"track","integrations":{"All":true,"warehouse":false}}"#, false),
+            (r#"{"type":"track","integrations":{"S3":false}}"#, false),
+            (r#"{"type":"track","integrations":{"All":false,"s3":true}}"#, true),
+            (r#"{"type":"track","integrations":{"S3":false,"warehouse":true}}"#, true),
+            (r#"{"type":"track","integrations":{"Amplitude":false}}"#, true),
+            (r#"{"type":"track","integrations":"nonsense"}"#, true),
+        ];
+        for (event, want) in cases {
+            assert_eq!(takes(WAREHOUSE, event, "web"), want, "{event}");
+        }
+    }
+
+    #[test]
+    fn sources_limit_a_destination_to_its_sources() {
+        let yaml = "id: raw_web\nsources: [web]\nsink: { type: files, path: /tmp/x }\n";
+        assert!(takes(yaml, r#"{"type":"track"}"#, "web"));
+        assert!(!takes(yaml, r#"{"type":"track"}"#, "ios"));
+        assert!(!takes(yaml, r#"{"type":"track","integrations":{"raw_web":true}}"#, "ios"), "integrations cannot add a source");
+        assert!(takes("id: all\nsink: { type: files, path: /tmp/x }\n", r#"{"type":"track"}"#, "ios"));
     }
 }

@@ -23,6 +23,10 @@ pub enum Stage {
     Transform,
     /// The destination refused or kept failing; replay delivers the stored events again.
     Delivery,
+    /// Bytes of the event log that were not a valid record (`reason` starts with
+    /// `corrupt_record`); the event holds them base64-encoded with their segment, position and
+    /// offset. Not replayable: there is no event to deliver, only bytes to look at.
+    Corrupt,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,13 +1,12 @@
-//! The few fields the router needs from an event (type and name for filters, user for lanes,
-//! messageId for the transformation's `meta`, receivedAt for lag), read without building a tree.
+//! The few fields the router needs from an event (type and name for filters, `integrations` for
+//! routing, user for lanes, messageId for the transformation's `meta`, receivedAt for lag), read
+//! without building a tree.
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-
-use crate::config::FilterConfig;
 
 #[derive(Deserialize)]
 pub(crate) struct RouteHead<'a> {
@@ -23,6 +22,9 @@ pub(crate) struct RouteHead<'a> {
     pub message_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "receivedAt")]
     pub received_at: Option<Cow<'a, str>>,
+    /// Kept unparsed: only a destination deciding whether to take the event looks inside.
+    #[serde(borrow, default)]
+    pub integrations: Option<&'a RawValue>,
 }
 
 impl<'a> RouteHead<'a> {
@@ -37,22 +39,5 @@ impl<'a> RouteHead<'a> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         user.hash(&mut h);
         (h.finish() % lanes as u64) as usize
-    }
-}
-
-impl FilterConfig {
-    pub(crate) fn accepts(&self, head: &RouteHead<'_>) -> bool {
-        let kind = head.kind.as_deref().unwrap_or("");
-        if !self.include_types.is_empty() && !self.include_types.iter().any(|t| t == kind) {
-            return false;
-        }
-        if self.exclude_types.iter().any(|t| t == kind) {
-            return false;
-        }
-        let name = head.event.as_deref();
-        if !self.include_events.is_empty() && !name.is_some_and(|n| self.include_events.iter().any(|e| e == n)) {
-            return false;
-        }
-        !name.is_some_and(|n| self.exclude_events.iter().any(|e| e == n))
     }
 }

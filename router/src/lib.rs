@@ -12,7 +12,8 @@ mod error;
 mod head;
 mod worker;
 
-use std::sync::atomic::AtomicI64;
+mod supervise;
+
 use std::sync::Arc;
 
 use sluice_destinations::{Batch, Destination, OutEvent};
@@ -39,6 +40,14 @@ pub mod metric {
     pub const BATCH_EVENTS: &str = "sluice_destination_batch_events";
     pub const DELIVERY_SECONDS: &str = "sluice_destination_delivery_seconds";
     pub const ALERTS_SENT: &str = "sluice_alerts_sent_total";
+    /// Alerts held back because one of the same kind and destination went out recently (label `kind`).
+    pub const ALERTS_THROTTLED: &str = "sluice_alerts_throttled_total";
+    /// Records (offsets) of the event log found corrupt and quarantined by a destination's reader.
+    pub const CORRUPT_RECORDS: &str = "sluice_log_corrupt_records_total";
+    /// Failed attempts to write a dead-letter entry (each retried a second later).
+    pub const DEAD_LETTER_WRITE_FAILED: &str = "sluice_dead_letter_write_failures_total";
+    /// Panics of a destination's worker (each followed by a restart from the persisted cursor).
+    pub const WORKER_PANICS: &str = "sluice_destination_worker_panics_total";
 }
 
 /// A destination ready to run: its config, the built destination and its transformation chain.
@@ -55,8 +64,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// Starts one worker per enabled destination. Must run inside a multi-threaded tokio runtime
-    /// (transformations run on the worker threads through `block_in_place`).
+    /// Starts one supervised worker per enabled destination (a worker that panics is restarted
+    /// from its persisted cursor, see `supervise.rs`). Must run inside a multi-threaded tokio
+    /// runtime (transformations run on the worker threads through `block_in_place`).
+    ///
+    /// Segment deletion waits only for the destinations the log knows; hand it every destination
+    /// of the config, disabled ones too, with [`EventLog::hold_for`] before starting.
     pub fn start(
         log: EventLog,
         destinations: Vec<RoutedDestination>,
@@ -67,17 +80,8 @@ impl Router {
         let mut tasks = Vec::new();
         for d in destinations.into_iter().filter(|d| d.config.enabled) {
             let reader = log.reader(&d.config.id)?;
-            let worker = worker::Worker {
-                id: Arc::from(d.config.id.as_str()),
-                config: d.config,
-                destination: d.destination,
-                chain: d.chain,
-                log: log.clone(),
-                dlq: dlq.clone(),
-                alerts: alerts.clone(),
-                failing_since: AtomicI64::new(0),
-            };
-            tasks.push(tokio::spawn(worker.run(reader, rx.clone())));
+            let spec = worker::Spec { routed: d, log: log.clone(), dlq: dlq.clone(), alerts: alerts.clone() };
+            tasks.push(tokio::spawn(supervise::supervise(spec, reader, rx.clone())));
         }
         Ok(Router { shutdown, tasks })
     }
@@ -100,6 +104,12 @@ pub async fn replay(
     destination: &dyn Destination,
     chain: &Chain,
 ) -> Result<usize, RouterError> {
+    if entry.stage == Stage::Corrupt {
+        return Err(RouterError::DeadLetter(format!(
+            "entry {} holds corrupt log bytes, not an event: nothing to replay (look at it with `sluice dlq show {}`, then purge it)",
+            entry.id, entry.id
+        )));
+    }
     let dest: Arc<str> = Arc::from(entry.destination.as_str());
     let mut events = Vec::with_capacity(entry.events.len());
     for e in &entry.events {

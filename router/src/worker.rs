@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent};
-use sluice_eventlog::{EventLog, Reader, Record};
+use sluice_eventlog::{CorruptRecord, EventLog, Reader, Record};
 use sluice_transformer::{Chain, Meta};
 use tokio::sync::watch;
 
@@ -22,6 +22,30 @@ use crate::config::DestinationConfig;
 use crate::dlq::{DeadEvent, DeadLetters, Entry, Stage};
 use crate::head::RouteHead;
 use crate::metric;
+
+/// What a worker is made of; the supervisor makes a fresh worker from it after a panic.
+pub(crate) struct Spec {
+    pub routed: crate::RoutedDestination,
+    pub log: EventLog,
+    pub dlq: Arc<DeadLetters>,
+    pub alerts: Option<Arc<Alerter>>,
+}
+
+impl Spec {
+    pub fn worker(&self) -> Worker {
+        let d = &self.routed;
+        Worker {
+            id: Arc::from(d.config.id.as_str()),
+            config: d.config.clone(),
+            destination: d.destination.clone(),
+            chain: d.chain.clone(),
+            log: self.log.clone(),
+            dlq: self.dlq.clone(),
+            alerts: self.alerts.clone(),
+            failing_since: AtomicI64::new(0),
+        }
+    }
+}
 
 pub(crate) struct Worker {
     pub id: Arc<str>,
@@ -42,6 +66,19 @@ struct Pending {
     events: usize,
     bytes: usize,
     oldest_received_at: Option<String>,
+    /// Dead letters found while processing (a failed transformation, a corrupt record), written
+    /// by `fill` on the async side before it returns, so always before the cursor passes them.
+    dead: Vec<DeadLetter>,
+}
+
+/// A dead-letter entry waiting to be written, with the alert kind it raises.
+pub(crate) struct DeadLetter {
+    stage: Stage,
+    events: Vec<DeadEvent>,
+    reason: String,
+    attempts: u32,
+    first_failed: chrono::DateTime<chrono::Utc>,
+    alert: &'static str,
 }
 
 impl Worker {
@@ -57,14 +94,31 @@ impl Worker {
         let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
         while !*shutdown.borrow() {
             let mut pending = Pending { lanes: vec![Vec::new(); this.config.lanes], ..Default::default() };
-            let filled = this.fill(&mut reader, &mut pending, &mut shutdown).await;
+            // The delivery is watched while the next batch fills, so that a panic in it brings
+            // this worker down (and its supervisor restarts it) at once, not when the next
+            // events happen to arrive.
+            let mut delivered = None;
+            let filled = {
+                let fill = this.fill(&mut reader, &mut pending, &mut shutdown);
+                tokio::pin!(fill);
+                loop {
+                    tokio::select! {
+                        filled = &mut fill => break filled,
+                        done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                            in_flight = None;
+                            delivered = Some(joined(done));
+                        }
+                    }
+                }
+            };
             // The previous delivery must finish first: it holds the older events of the same users.
             if let Some(delivery) = in_flight.take() {
-                if !delivery.await.unwrap_or(false) {
-                    // Stopped between retries: the cursor stays before that batch, so all of it
-                    // (and what was read since) is read and delivered again next start.
-                    break;
-                }
+                delivered = Some(joined(delivery.await));
+            }
+            if delivered == Some(false) {
+                // Stopped between retries: the cursor stays before that batch, so all of it
+                // (and what was read since) is read and delivered again next start.
+                break;
             }
             if !filled {
                 break;
@@ -84,7 +138,7 @@ impl Worker {
             }));
         }
         if let Some(delivery) = in_flight.take() {
-            let _ = delivery.await;
+            joined(delivery.await);
         }
         tracing::info!(destination = %id, "destination worker stopped");
     }
@@ -118,7 +172,18 @@ impl Worker {
                     continue;
                 }
             };
+            let corrupt = reader.take_corrupt();
+            if !corrupt.is_empty() {
+                // The reader has moved past them: they count as consumed, so the batch ends and
+                // the cursor is committed after they are dead-lettered.
+                consumed_any = true;
+                started.get_or_insert_with(Instant::now);
+                pending.dead.extend(corrupt.iter().map(|c| self.quarantined(c)));
+            }
             if records.is_empty() {
+                if !self.write_dead_letters(pending, shutdown).await {
+                    return false;
+                }
                 if started.is_some() || consumed_any {
                     return true;
                 }
@@ -128,6 +193,9 @@ impl Worker {
             consumed_any = true;
             started.get_or_insert_with(Instant::now);
             tokio::task::block_in_place(|| self.process(records, pending));
+            if !self.write_dead_letters(pending, shutdown).await {
+                return false;
+            }
             if pending.events >= limits.max_events || pending.bytes >= limits.max_bytes {
                 return true;
             }
@@ -142,11 +210,12 @@ impl Worker {
             let head = match RouteHead::parse(&record.event) {
                 Ok(h) => h,
                 Err(e) => {
-                    self.dead_letter(Stage::Transform, &[&record], format!("stored event is not valid JSON: {e}"), 0);
+                    let dead = self.dead_letter(Stage::Transform, &[&record], format!("stored event is not valid JSON: {e}"), 0);
+                    pending.dead.push(dead);
                     continue;
                 }
             };
-            if !self.config.filter.accepts(&head) {
+            if !self.config.takes(&head, &record.source) {
                 metrics::counter!(metric::FILTERED, "destination" => self.id.to_string()).increment(1);
                 continue;
             }
@@ -179,7 +248,8 @@ impl Worker {
                 Err(error) => {
                     metrics::counter!(metric::TRANSFORM_FAILED, "destination" => self.id.to_string()).increment(1);
                     tracing::warn!(destination = %self.id, offset = record.offset, %error, "transformation failed; event dead-lettered");
-                    self.dead_letter(Stage::Transform, &[record], error.to_string(), 1);
+                    let dead = self.dead_letter(Stage::Transform, &[record], error.to_string(), 1);
+                    pending.dead.push(dead);
                 }
             }
         }
@@ -225,7 +295,10 @@ impl Worker {
                     metrics::histogram!(metric::BATCH_EVENTS, "destination" => dest.clone()).record(batch.events.len() as f64);
                     for (index, reason) in delivered.rejected {
                         if let Some(ev) = batch.events.get(index) {
-                            self.dead_letter_out(std::slice::from_ref(ev), format!("refused by the destination: {reason}"), attempt, first_failed);
+                            let dead = self.dead_letter_out(std::slice::from_ref(ev), format!("refused by the destination: {reason}"), attempt, first_failed);
+                            if !self.store(dead, &shutdown).await {
+                                return false;
+                            }
                         }
                     }
                     self.recovered().await;
@@ -239,8 +312,8 @@ impl Worker {
                     if !retriable {
                         metrics::counter!(metric::FAILED, "destination" => dest.clone()).increment(batch.events.len() as u64);
                         tracing::error!(destination = %dest, attempts = attempt, %error, events = batch.events.len(), "delivery failed for good; batch dead-lettered");
-                        self.dead_letter_out(&batch.events, error.to_string(), attempt, first_failed);
-                        return true;
+                        let dead = self.dead_letter_out(&batch.events, error.to_string(), attempt, first_failed);
+                        return self.store(dead, &shutdown).await;
                     }
                     let wait = error.retry_after().unwrap_or_default().max(retry.backoff(attempt - 1));
                     metrics::counter!(metric::RETRIED, "destination" => dest.clone()).increment(1);
@@ -283,7 +356,7 @@ impl Worker {
         self.failing_since.store(0, Ordering::Release);
     }
 
-    fn dead_letter_out(&self, events: &[OutEvent], reason: String, attempts: u32, first_failed: chrono::DateTime<chrono::Utc>) {
+    fn dead_letter_out(&self, events: &[OutEvent], reason: String, attempts: u32, first_failed: chrono::DateTime<chrono::Utc>) -> DeadLetter {
         let events = events
             .iter()
             .filter_map(|e| {
@@ -291,10 +364,10 @@ impl Worker {
                 Some(DeadEvent { offset: e.offset, source: e.source.to_string(), event: raw })
             })
             .collect();
-        self.store(Stage::Delivery, events, reason, attempts, first_failed);
+        DeadLetter { stage: Stage::Delivery, events, reason, attempts, first_failed, alert: "dead_letter" }
     }
 
-    fn dead_letter(&self, stage: Stage, records: &[&Record], reason: String, attempts: u32) {
+    fn dead_letter(&self, stage: Stage, records: &[&Record], reason: String, attempts: u32) -> DeadLetter {
         let events = records
             .iter()
             .map(|r| DeadEvent {
@@ -306,41 +379,110 @@ impl Worker {
                 }),
             })
             .collect();
-        self.store(stage, events, reason, attempts, chrono::Utc::now());
+        DeadLetter { stage, events, reason, attempts, first_failed: chrono::Utc::now(), alert: "dead_letter" }
     }
 
-    fn store(&self, stage: Stage, events: Vec<DeadEvent>, reason: String, attempts: u32, first_failed: chrono::DateTime<chrono::Utc>) {
-        let count = events.len();
+    /// A corrupt record the reader skipped, as a dead letter: its raw bytes (base64, they are not
+    /// JSON) with where they were, so nothing the disk still holds is lost.
+    fn quarantined(&self, c: &CorruptRecord) -> DeadLetter {
+        use base64::Engine as _;
+        metrics::counter!(metric::CORRUPT_RECORDS, "destination" => self.id.to_string()).increment(c.records);
+        let event = serde_json::json!({
+            "corrupt_record": {
+                "segment": c.segment,
+                "position": c.position,
+                "offset": c.offset,
+                "records": c.records,
+                "reason": c.reason,
+                "bytes_base64": base64::engine::general_purpose::STANDARD.encode(&c.bytes),
+            }
+        });
+        let last = c.offset + c.records - 1;
+        let offsets = if last == c.offset { format!("offset {}", c.offset) } else { format!("offsets {}-{last}", c.offset) };
+        DeadLetter {
+            stage: Stage::Corrupt,
+            events: vec![DeadEvent {
+                offset: c.offset,
+                source: String::new(),
+                event: RawValue::from_string(event.to_string()).expect("serde_json output is JSON"),
+            }],
+            reason: format!("corrupt_record: {offsets}, byte {} of {}: {}", c.position, c.segment, c.reason),
+            attempts: 0,
+            first_failed: chrono::Utc::now(),
+            alert: "corrupt_record",
+        }
+    }
+
+    async fn write_dead_letters(&self, pending: &mut Pending, shutdown: &watch::Receiver<bool>) -> bool {
+        for dead in std::mem::take(&mut pending.dead) {
+            if !self.store(dead, shutdown).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes a dead letter, on the blocking pool: a disk that is slow or full must not hold a
+    /// runtime thread, which other destinations need. A dead letter is never dropped: while the
+    /// store cannot be written (disk full, a path that is not a directory) it is retried every
+    /// second; the destination stalls and its lag grows, which is visible and loses nothing.
+    /// Returns false if a shutdown came first (the cursor then stays before the events).
+    async fn store(&self, dead: DeadLetter, shutdown: &watch::Receiver<bool>) -> bool {
+        let count = dead.events.len();
         let entry = Entry {
             id: String::new(),
             destination: self.id.to_string(),
-            stage,
-            reason: reason.clone(),
-            attempts,
-            first_failed_at: first_failed.to_rfc3339(),
+            stage: dead.stage,
+            reason: dead.reason.clone(),
+            attempts: dead.attempts,
+            first_failed_at: dead.first_failed.to_rfc3339(),
             dead_lettered_at: chrono::Utc::now().to_rfc3339(),
-            events,
+            events: dead.events,
         };
-        // Never drop a dead letter: if the store cannot be written (disk full, permissions), keep
-        // trying. The destination stalls and its lag grows, which is visible and loses nothing.
+        let mut shutdown = shutdown.clone();
         let id = loop {
-            match self.dlq.put(entry.clone()) {
+            let (dlq, attempt) = (self.dlq.clone(), entry.clone());
+            let written = tokio::task::spawn_blocking(move || dlq.put(attempt))
+                .await
+                .unwrap_or_else(|e| Err(crate::RouterError::DeadLetter(format!("dead-letter write panicked: {e}"))));
+            match written {
                 Ok(id) => break id,
                 Err(error) => {
+                    metrics::counter!(metric::DEAD_LETTER_WRITE_FAILED, "destination" => self.id.to_string()).increment(1);
                     tracing::error!(destination = %self.id, %error, events = count, "could not write the dead-letter entry; retrying in 1s");
-                    std::thread::sleep(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return false,
+                    }
                 }
             }
         };
         metrics::counter!(metric::DEAD_LETTERED, "destination" => self.id.to_string()).increment(count as u64);
         if let Some(alerts) = self.alerts.clone() {
-            let text = format!(
-                ":rotating_light: Sluice dead-lettered {count} event(s) for destination `{}` (entry {id}): {reason}. Inspect with `sluice dlq show {id}`, replay with `sluice dlq replay --destination {}`.",
-                self.id, self.id
-            );
-            let dest = self.id.clone();
-            tokio::spawn(async move { alerts.notify(&dest, "dead_letter", text).await });
+            let (reason, dest) = (dead.reason, self.id.clone());
+            let text = if dead.alert == "corrupt_record" {
+                format!(
+                    ":rotating_light: Sluice found a corrupt record in its event log while reading for destination `{dest}` and skipped it (entry {id}): {reason}. The raw bytes are in `sluice dlq show {id}`; check the disk."
+                )
+            } else {
+                format!(
+                    ":rotating_light: Sluice dead-lettered {count} event(s) for destination `{dest}` (entry {id}): {reason}. Inspect with `sluice dlq show {id}`, replay with `sluice dlq replay --destination {dest}`."
+                )
+            };
+            let kind = dead.alert;
+            tokio::spawn(async move { alerts.notify(&dest, kind, text).await });
         }
+        true
+    }
+}
+
+/// The outcome of a delivery task. A panic in it is the worker's panic: raised again so the
+/// supervisor sees it, instead of reading as a stop.
+fn joined(result: Result<bool, tokio::task::JoinError>) -> bool {
+    match result {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => false,
     }
 }
 

@@ -28,7 +28,7 @@ async fn a_dead_letter_posts_an_alert_naming_the_destination_and_the_entry_once_
     // failing_after_secs is long so that only the dead-letter kind can fire here.
     let alerts = alerter(&chat_url, 300, 300);
     let config = destination("orders-hook", &url, &format!("lanes: 1\n{FAST}"));
-    let router = start(&log, &dlq, &Registry::load(&[]).unwrap(), vec![config], Some(alerts)).await;
+    let router = start(&log, &dlq, &Registry::load(&[]).unwrap(), vec![config], Some(alerts.clone())).await;
 
     append(&log, "a", 3, 6).await;
     wait_for("the dead-letter alert", 10, || chat.count() >= 1).await;
@@ -46,9 +46,9 @@ async fn a_dead_letter_posts_an_alert_naming_the_destination_and_the_entry_once_
     // the chat is not told again: an outage is one message, not one per batch.
     append(&log, "b", 3, 6).await;
     wait_for("the second dead letter", 10, || dlq.ids(Some("orders-hook")).unwrap().len() == 2).await;
-    // The alert is posted from a spawned task after the entry is written: leave it time to land
-    // if it were (wrongly) sent.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The alert is decided in a spawned task after the entry is written: wait for the decision
+    // (held back), then no second post can be under way.
+    wait_for("the second alert to be held back", 10, || alerts.throttled() >= 1).await;
     router.stop().await;
     assert_eq!(hook.count(), 2, "a 400 is not retried");
     assert_eq!(texts(&chat).len(), 1, "throttled within min_interval_secs: {:?}", texts(&chat));
@@ -60,6 +60,7 @@ async fn a_destination_failing_longer_than_failing_after_posts_one_alert_per_des
     let (chat, chat_url) = Receiver::always(200);
     let (hook, url) = Receiver::always(503);
     let alerts = alerter(&chat_url, 1, 3600);
+    let alerter_handle = alerts.clone();
     // Retries every 20-100 ms for as long as the test runs: the batch is never dead-lettered, so
     // any alert is of the "failing" kind. Two destinations, to see that throttling is per
     // destination and not global.
@@ -86,16 +87,16 @@ async fn a_destination_failing_longer_than_failing_after_posts_one_alert_per_des
         }
     }
 
-    // Keep failing for three more seconds: dozens more failed attempts, each of which checks
-    // whether to alert, and still one alert per destination.
+    // Keep failing: every further failed attempt decides whether to alert, and each decision is
+    // counted. Twenty decisions held back, and still one alert per destination.
     let attempts_before = hook.count();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held_before = alerter_handle.throttled();
+    wait_for("twenty more alert decisions", 20, || alerter_handle.throttled() >= held_before + 20).await;
     let attempts_during = hook.count() - attempts_before;
     router.stop().await;
-    assert!(attempts_during >= 10, "the destinations kept failing ({attempts_during} attempts in 3s)");
     assert_eq!(texts(&chat).len(), 2, "one failing alert per destination within min_interval_secs: {:?}", texts(&chat));
     assert!(dlq.ids(None).unwrap().is_empty(), "retriable failures within max_attempts are not dead-lettered");
-    println!("{attempts_during} failed attempts in the 3 s after the alerts, no further alert");
+    println!("{attempts_during} failed attempts after the alerts, each alert held back, no further alert");
 }
 
 /// An alert the chat webhook did not take (it was down) must not count as sent: the next one of

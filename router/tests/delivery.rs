@@ -11,12 +11,12 @@ use sluice_eventlog::{AppendBatch, EventLog, LogConfig};
 use sluice_router::{DeadLetters, DestinationConfig, RoutedDestination, Router};
 use sluice_transformer::Registry;
 
-/// A receiver that answers with whatever status it is told to, and records the events of every
-/// request it accepted.
+/// A receiver that answers with whatever status it is told to, and records every request: the
+/// status it answered and the events in the body.
 #[derive(Clone, Default)]
 struct Receiver {
     status: Arc<AtomicU16>,
-    received: Arc<Mutex<Vec<Value>>>,
+    seen: Arc<Mutex<Vec<(u16, Vec<Value>)>>>,
     requests: Arc<AtomicU16>,
 }
 
@@ -31,12 +31,10 @@ impl Receiver {
                 web::post().to(move |body: web::Bytes| {
                     let state = state.clone();
                     async move {
-                        state.requests.fetch_add(1, Ordering::SeqCst);
                         let status = state.status.load(Ordering::SeqCst);
-                        if status == 200 {
-                            let events: Vec<Value> = serde_json::from_slice(&body).unwrap();
-                            state.received.lock().unwrap().extend(events);
-                        }
+                        let events: Vec<Value> = serde_json::from_slice(&body).unwrap();
+                        state.seen.lock().unwrap().push((status, events));
+                        state.requests.fetch_add(1, Ordering::SeqCst);
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
                     }
                 }),
@@ -50,8 +48,17 @@ impl Receiver {
         (r, url)
     }
 
+    /// Events of the requests it accepted (answered 200), in arrival order.
+    fn received(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().iter().filter(|(s, _)| *s == 200).flat_map(|(_, e)| e.clone()).collect()
+    }
+
     fn ids(&self) -> Vec<String> {
-        self.received.lock().unwrap().iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect()
+        self.received().iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect()
+    }
+
+    fn statuses(&self) -> Vec<u16> {
+        self.seen.lock().unwrap().iter().map(|(s, _)| *s).collect()
     }
 }
 
@@ -158,7 +165,7 @@ async fn each_users_events_arrive_in_order_across_parallel_lanes() {
     let ids = append(&log, 20, 30).await;
     wait_for("delivery", 20, || rx.ids().len() >= ids.len()).await;
     router.stop().await;
-    let received = rx.received.lock().unwrap().clone();
+    let received = rx.received();
     let mut last: std::collections::HashMap<String, i64> = Default::default();
     for e in &received {
         let user = e["userId"].as_str().unwrap().to_string();
@@ -182,7 +189,15 @@ async fn a_failing_destination_does_not_hold_back_a_healthy_one_and_catches_up_l
     let t0 = Instant::now();
     wait_for("healthy delivery", 10, || healthy.ids().len() >= ids.len()).await;
     let healthy_took = t0.elapsed();
+    // The other destination was tried meanwhile and refused every time: what it saw it answered
+    // with 503, so nothing of it counts as delivered yet.
+    wait_for("attempts at the failing destination", 10, || failing.requests.load(Ordering::SeqCst) >= 2).await;
+    let statuses = failing.statuses();
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
     assert!(failing.ids().is_empty());
+    // Well under what a stalled worker would take: the failing one retries every 20-100 ms, a
+    // healthy batch takes its 50 ms batch age plus a request.
+    assert!(healthy_took < Duration::from_secs(3), "the healthy destination took {healthy_took:?} next to a failing one");
     // More events while the other is down: still prompt.
     let more = append_tagged(&log, "more-", 10, 1).await;
     wait_for("healthy delivery", 10, || healthy.ids().len() >= ids.len() + more.len()).await;
