@@ -143,6 +143,16 @@ fn validate(config: &Config, text: &str, file: &str) -> Result<(), ConfigError> 
         if !dest_ids.insert(d.id.as_str()) {
             return Err(invalid(file, text, Some(&at), format!("destinations: id {:?} is used twice", d.id)));
         }
+        for s in &d.sources {
+            if !ids.contains(s) {
+                return Err(invalid(
+                    file,
+                    text,
+                    Some(&at),
+                    format!("destinations: {} takes source {s:?}, which is not defined under sources:", d.id),
+                ));
+            }
+        }
         for t in &d.transformations {
             if !transforms.contains(t.as_str()) {
                 return Err(invalid(

@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod dlq_cmd;
+pub mod log_cmd;
 pub mod run;

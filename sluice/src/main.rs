@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice::{config, dlq_cmd, run};
+use sluice::{config, dlq_cmd, log_cmd, run};
 
 /// Sluice: a durable, self-hosted event pipeline.
 #[derive(Parser)]
@@ -36,6 +36,23 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Look at the event log's cursors and drop stale ones.
+    Log {
+        #[arg(long, default_value = "config/sluice.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Every destination's place in the log (position, lag, bytes it holds) and the status of
+    /// its cursor: active, disabled, or stale (no destination in the config owns it).
+    Cursors,
+    /// Delete the cursor of a destination no longer in the config, so the log segments it holds
+    /// can be deleted. Refuses ids still in the config.
+    DropCursor { id: String },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +145,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             } else if let Some(file) = event {
                 sluice_transformer::cli::run_events(&script, params, &file, stdout)?;
+            }
+        }
+        Command::Log { config, command } => {
+            let c = config::load(&config)?;
+            match command {
+                LogCommand::Cursors => {
+                    log_cmd::cursors(&c, stdout)?;
+                }
+                LogCommand::DropCursor { id } => {
+                    let dropped = log_cmd::drop_cursor(&c, &id)?;
+                    println!(
+                        "dropped cursor {id} (position {}, {} events behind, holding {} bytes); a running sluice frees those segments at its next commit",
+                        dropped.position.unwrap_or(0),
+                        dropped.lag,
+                        dropped.held_bytes
+                    );
+                }
             }
         }
         Command::Dlq { config, command } => {

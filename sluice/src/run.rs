@@ -41,6 +41,10 @@ pub async fn build_destinations(config: &Config, registry: &Registry) -> anyhow:
 pub fn run(config: Config) -> anyhow::Result<()> {
     let prometheus = install_metrics()?;
     let log = EventLog::open(config.log.clone()).context("opening the event log")?;
+    // Every destination of the config holds its segments, disabled ones too; stale cursors are
+    // warned about by the log.
+    let ids: Vec<&str> = config.destinations.iter().map(|d| d.id.as_str()).collect();
+    log.hold_for(&ids).context("reading the destinations' cursors")?;
     let registry = Arc::new(Registry::load(&config.transformations)?);
     let _watch = registry.watch();
     let dlq = Arc::new(DeadLetters::open(config.dead_letter_dir())?);

@@ -82,3 +82,14 @@ fn the_shipped_config_is_valid() {
     assert_eq!(c.collector.listen, "127.0.0.1:8080");
     assert_eq!(c.destinations[0].transformations, ["scrub_pii"]);
 }
+
+#[test]
+fn a_destination_may_take_only_sources_that_exist() {
+    let ok = GOOD.replace("  - id: archive\n", "  - id: archive\n    sources: [web]\n");
+    let c = parse(&ok, "t.yaml", env(&[("KEY", "k1")])).unwrap();
+    assert_eq!(c.destinations[0].sources, ["web"]);
+
+    let typo = GOOD.replace("  - id: archive\n", "  - id: archive\n    sources: [wbe]\n");
+    let e = parse(&typo, "t.yaml", env(&[("KEY", "k1")])).unwrap_err().to_string();
+    assert_eq!(e, "t.yaml:10: destinations: archive takes source \"wbe\", which is not defined under sources:");
+}
