@@ -8,6 +8,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -232,6 +233,8 @@ impl Registry {
     pub fn watch_every(&self, interval: Duration) -> WatchHandle {
         let slots = self.order.clone();
         let (stop, stopped) = mpsc::channel::<()>();
+        let rounds = Arc::new(AtomicU64::new(0));
+        let counter = rounds.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-transform-watch".into())
             .spawn(move || loop {
@@ -241,6 +244,7 @@ impl Registry {
                             // Errors are logged by `reload`; the old version keeps running.
                             let _ = slot.reload(false);
                         }
+                        counter.fetch_add(1, Ordering::Release);
                     }
                     _ => return,
                 }
@@ -249,6 +253,7 @@ impl Registry {
         WatchHandle {
             stop: Some(stop),
             thread: Some(thread),
+            rounds,
         }
     }
 }
@@ -257,6 +262,15 @@ impl Registry {
 pub struct WatchHandle {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    rounds: Arc<AtomicU64>,
+}
+
+impl WatchHandle {
+    /// Polling rounds completed so far: every script looked at once per round. A change made
+    /// before round `n` started has been acted on once `rounds()` exceeds `n`.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for WatchHandle {

@@ -53,6 +53,17 @@ fn wait_for(chain: &sluice_transformer::Chain, want: u32) -> bool {
     false
 }
 
+fn wait_rounds(watch: &sluice_transformer::WatchHandle, n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while watch.rounds() < n {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
 #[test]
 fn the_watcher_reloads_changed_files_and_keeps_the_old_version_on_errors() {
     let scripts = Scripts::new();
@@ -65,8 +76,9 @@ fn the_watcher_reloads_changed_files_and_keeps_the_old_version_on_errors() {
     assert!(wait_for(&chain, 2), "the watcher picked up version 2");
 
     std::fs::write(&config.script, BROKEN).unwrap();
-    // Give the watcher several rounds to (wrongly) act on the broken file.
-    std::thread::sleep(Duration::from_millis(300));
+    // Two whole rounds after the write: the watcher has looked at the broken file.
+    let seen = watch.rounds() + 2;
+    assert!(wait_rounds(&watch, seen), "the watcher kept polling");
     assert_eq!(version(&chain), 2, "a broken version is refused");
 
     // Replaced by rename, as editors do.
@@ -77,7 +89,13 @@ fn the_watcher_reloads_changed_files_and_keeps_the_old_version_on_errors() {
 
     drop(watch);
     std::fs::write(&config.script, version_script(4)).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // A second watcher with the same interval, still running, is the clock: once it has done
+    // two rounds since the write, the dropped one would have acted too.
+    let other = Scripts::new();
+    let other_config = other.config("o", &version_script(1));
+    let other_registry = Registry::load(std::slice::from_ref(&other_config)).unwrap();
+    let other_watch = other_registry.watch_every(Duration::from_millis(25));
+    assert!(wait_rounds(&other_watch, 2), "the other watcher polls");
     assert_eq!(version(&chain), 3, "a dropped watch handle stops watching");
     assert!(registry.reload("w").unwrap());
     assert_eq!(version(&chain), 4);
