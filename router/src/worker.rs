@@ -165,7 +165,7 @@ impl Worker {
         }
         let inputs: Vec<(&[u8], Meta<'_>)> = accepted
             .iter()
-            .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid)))
+            .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid).with_write_key_id(&r.write_key_id)))
             .collect();
         let outcomes = transform_parallel(&self.chain, &inputs);
         for ((record, lane, _), outcome) in accepted.iter().zip(outcomes) {
@@ -288,7 +288,7 @@ impl Worker {
             .iter()
             .filter_map(|e| {
                 let raw = RawValue::from_string(String::from_utf8_lossy(&e.json).into_owned()).ok()?;
-                Some(DeadEvent { offset: e.offset, source: e.source.to_string(), event: raw })
+                Some(DeadEvent { offset: e.offset, source: e.source.to_string(), write_key_id: String::new(), event: raw })
             })
             .collect();
         self.store(Stage::Delivery, events, reason, attempts, first_failed);
@@ -300,6 +300,7 @@ impl Worker {
             .map(|r| DeadEvent {
                 offset: r.offset,
                 source: r.source.to_string(),
+                write_key_id: r.write_key_id.to_string(),
                 // A record the log could not parse is kept as a JSON string so nothing is lost.
                 event: RawValue::from_string(String::from_utf8_lossy(&r.event).into_owned()).unwrap_or_else(|_| {
                     RawValue::from_string(serde_json::to_string(&String::from_utf8_lossy(&r.event)).unwrap()).unwrap()
