@@ -8,7 +8,7 @@ use sluice_eventlog::LogError;
 /// in [`ResponseError`] below: the only place statuses are chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("no write key: send it as the HTTP Basic username")]
+    #[error("no write key: send it as the HTTP Basic username (or as \"writeKey\" in the JSON body)")]
     MissingWriteKey,
     #[error("unknown write key")]
     UnknownWriteKey,

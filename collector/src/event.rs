@@ -5,6 +5,13 @@
 //! body, and writes the enriched event by splicing new fields into the original bytes. Only rare
 //! shapes (a field the collector sets that is present but `null`, or a client-sent `receivedAt`)
 //! take the slow path through a parsed map.
+//!
+//! Every event is also checked against what later stages need, so that a 200 never acknowledges
+//! an event no destination can take: nesting at most [`MAX_EVENT_DEPTH`] deep (a byte scan, see
+//! `check.rs`), and the JSON types the Segment spec gives its fields. A `timestamp`,
+//! `originalTimestamp` or `sentAt` that is not RFC 3339 does not reject the event (as
+//! rudder-server does, the event time falls back to `receivedAt`): the field is replaced by
+//! `receivedAt` and what the client sent is kept under `context.sluice.invalid_timestamps`.
 
 use std::borrow::Cow;
 
@@ -13,6 +20,10 @@ use serde::de::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::CollectError;
+
+mod check;
+
+pub use sluice_eventlog::MAX_EVENT_DEPTH;
 
 /// The event types of the Segment / RudderStack spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +122,17 @@ struct Head<'a> {
     original_timestamp: Field<'a>,
     #[serde(borrow, default)]
     context: Context<'a>,
+    #[serde(borrow, default)]
+    properties: Field<'a>,
+    #[serde(borrow, default)]
+    traits: Field<'a>,
+    #[serde(borrow, default)]
+    integrations: Field<'a>,
+    #[serde(borrow, default)]
+    name: Field<'a>,
+    /// Accepted as the credential (Segment's HTTP API allows it) and never stored.
+    #[serde(borrow, default, rename = "writeKey")]
+    write_key: Field<'a>,
 }
 
 /// What enrichment needs to know of `context`, learned in the same pass as the rest of the head:
@@ -124,6 +146,7 @@ enum Context<'a> {
     NotObject,
     Object {
         ip: Field<'a>,
+        traits: Field<'a>,
         /// The first key, borrowed from the event: `ip` is spliced in front of it. `None` for an
         /// empty object or a first key with escapes (those take the slow path).
         first_key: Option<&'a str>,
@@ -147,6 +170,7 @@ impl<'de> serde::de::Visitor<'de> for ContextVisitor {
 
     fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
         let mut ip = Field::default();
+        let mut traits = Field::default();
         let mut first_key = None;
         let mut first = true;
         while let Some(key) = map.next_key::<Key<'de>>()? {
@@ -155,11 +179,13 @@ impl<'de> serde::de::Visitor<'de> for ContextVisitor {
             }
             if key.is_ip {
                 ip = map.next_value()?;
+            } else if key.is_traits {
+                traits = map.next_value()?;
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        Ok(Context::Object { ip, first_key })
+        Ok(Context::Object { ip, traits, first_key })
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
@@ -195,6 +221,7 @@ impl<'de> serde::de::Visitor<'de> for ContextVisitor {
 /// A key of `context`: whether it is `ip`, and the key itself when it borrows from the event.
 struct Key<'a> {
     is_ip: bool,
+    is_traits: bool,
     borrowed: Option<&'a str>,
 }
 
@@ -207,10 +234,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
                 f.write_str("a key")
             }
             fn visit_borrowed_str<E>(self, k: &'de str) -> Result<Self::Value, E> {
-                Ok(Key { is_ip: k == "ip", borrowed: Some(k) })
+                Ok(Key { is_ip: k == "ip", is_traits: k == "traits", borrowed: Some(k) })
             }
             fn visit_str<E>(self, k: &str) -> Result<Self::Value, E> {
-                Ok(Key { is_ip: k == "ip", borrowed: None })
+                Ok(Key { is_ip: k == "ip", is_traits: k == "traits", borrowed: None })
             }
         }
         d.deserialize_str(V)
@@ -224,12 +251,42 @@ pub(crate) struct BatchBody<'a> {
     pub batch: Vec<&'a RawValue>,
     #[serde(borrow, default, rename = "sentAt")]
     sent_at: Field<'a>,
+    #[serde(borrow, default)]
+    context: Field<'a>,
+    #[serde(borrow, default)]
+    integrations: Field<'a>,
 }
 
 impl<'a> BatchBody<'a> {
-    pub fn sent_at(&self) -> Option<Cow<'a, str>> {
-        self.sent_at.as_str()
+    /// Fills in what the envelope gives every event: `sentAt`, `context` and `integrations`.
+    pub fn apply_to(&self, info: &mut RequestInfo<'a>) -> Result<(), CollectError> {
+        info.batch_sent_at = self.sent_at.0.filter(|r| r.get() != "null");
+        for (name, field, slot) in [
+            ("context", &self.context, &mut info.batch_context),
+            ("integrations", &self.integrations, &mut info.batch_integrations),
+        ] {
+            check::object_or_absent(&format!("the batch's {name}"), field.0)?;
+            let Some(raw) = field.0.filter(|r| r.get() != "null") else { continue };
+            // Merged into an event, the envelope's value sits one level below the event's top.
+            if check::depth(raw.get().as_bytes()) + 1 > MAX_EVENT_DEPTH {
+                return Err(CollectError::InvalidEvent(format!(
+                    "the batch's {name} nests deeper than the event limit of {MAX_EVENT_DEPTH} allows"
+                )));
+            }
+            *slot = Some(serde_json::from_str(raw.get()).map_err(|e| CollectError::MalformedJson(e.to_string()))?);
+        }
+        Ok(())
     }
+}
+
+/// Fields that hold a date-time, in the order of [`Enriched::repaired`].
+pub const TIME_FIELDS: [&str; 3] = ["timestamp", "originalTimestamp", "sentAt"];
+
+/// What [`enrich`] learned of an accepted event.
+pub struct Enriched {
+    pub kind: Kind,
+    /// Which of [`TIME_FIELDS`] were not RFC 3339 and were replaced by `receivedAt`.
+    pub repaired: [bool; 3],
 }
 
 /// What is the same for every event of one request.
@@ -241,33 +298,82 @@ pub struct RequestInfo<'a> {
     pub received_at_text: &'a str,
     pub ip: Option<&'a str>,
     /// `sentAt` of the batch envelope, used for events that carry none.
-    pub batch_sent_at: Option<Cow<'a, str>>,
+    pub batch_sent_at: Option<&'a RawValue>,
+    /// `context` and `integrations` of the batch envelope, merged into every event.
+    pub batch_context: Option<serde_json::Value>,
+    pub batch_integrations: Option<serde_json::Value>,
 }
 
-fn parse_time(field: &str, value: &str) -> Result<DateTime<FixedOffset>, CollectError> {
-    DateTime::parse_from_rfc3339(value)
-        .map_err(|_| CollectError::InvalidEvent(format!("{field} {value:?} is not an RFC 3339 date-time")))
-}
-
-fn time_field<'a>(name: &str, f: &Field<'a>) -> Result<Option<Cow<'a, str>>, CollectError> {
-    if f.is_null_or_absent() {
-        return Ok(None);
-    }
-    match f.as_str() {
-        Some(s) => {
-            parse_time(name, &s)?;
-            Ok(Some(s))
+impl<'a> RequestInfo<'a> {
+    pub fn new(endpoint_kind: Option<Kind>, received_at: DateTime<Utc>, received_at_text: &'a str, ip: Option<&'a str>) -> Self {
+        RequestInfo {
+            endpoint_kind,
+            received_at,
+            received_at_text,
+            ip,
+            batch_sent_at: None,
+            batch_context: None,
+            batch_integrations: None,
         }
-        None => Err(CollectError::InvalidEvent(format!("{name} must be a string date-time"))),
     }
 }
 
-/// Checks one event and appends its enriched JSON to `out`. Returns its type.
-pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Kind, CollectError> {
+/// A date-time field as sent.
+enum Time<'a> {
+    Absent,
+    Valid(Cow<'a, str>, DateTime<FixedOffset>),
+    /// Present but not an RFC 3339 string: repaired, and kept as sent.
+    Invalid(&'a RawValue),
+}
+
+impl<'a> Time<'a> {
+    fn of(f: &Field<'a>) -> Time<'a> {
+        let Some(raw) = f.0.filter(|r| r.get() != "null") else { return Time::Absent };
+        match f.as_str().and_then(|s| DateTime::parse_from_rfc3339(&s).ok().map(|t| (s, t))) {
+            Some((s, t)) => Time::Valid(s, t),
+            None => Time::Invalid(raw),
+        }
+    }
+
+    fn valid(&self) -> Option<&DateTime<FixedOffset>> {
+        match self {
+            Time::Valid(_, t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The types the Segment spec gives the fields; `null` counts as absent everywhere.
+fn check_types(head: &Head<'_>) -> Result<(), CollectError> {
+    for (name, f) in [
+        ("userId", &head.user_id),
+        ("anonymousId", &head.anonymous_id),
+        ("groupId", &head.group_id),
+        ("previousId", &head.previous_id),
+        ("messageId", &head.message_id),
+    ] {
+        check::id_or_absent(name, f.0)?;
+    }
+    check::string_or_absent("event", head.event.0)?;
+    check::string_or_absent("name", head.name.0)?;
+    check::object_or_absent("properties", head.properties.0)?;
+    check::object_or_absent("traits", head.traits.0)?;
+    check::object_or_absent("integrations", head.integrations.0)?;
+    match head.context {
+        Context::NotObject => Err(CollectError::InvalidEvent("context must be a JSON object".into())),
+        Context::Object { traits, .. } => check::object_or_absent("context.traits", traits.0),
+        Context::Absent | Context::Null => Ok(()),
+    }
+}
+
+/// Checks one event and appends its enriched JSON to `out`.
+pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Enriched, CollectError> {
     let raw = raw.trim();
     if !raw.starts_with('{') {
         return Err(CollectError::InvalidEvent("an event must be a JSON object".into()));
     }
+    // Before the parse: serde_json would stop at its own limit with a less useful message.
+    check::check_depth(raw.as_bytes())?;
     let head: Head<'_> = serde_json::from_str(raw).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
 
     let kind = match (info.endpoint_kind, head.kind.as_str()) {
@@ -283,6 +389,7 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Ki
         })?,
         (None, None) => return Err(CollectError::InvalidEvent("every event in a batch needs a \"type\"".into())),
     };
+    check_types(&head)?;
     if !head.user_id.is_valid_id() && !head.anonymous_id.is_valid_id() {
         return Err(CollectError::InvalidEvent(format!("{} event needs a non-blank userId or anonymousId", kind.as_str())));
     }
@@ -301,22 +408,28 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Ki
     if !head.message_id.is_null_or_absent() && !head.message_id.is_valid_id() {
         return Err(CollectError::InvalidEvent("messageId must be a non-blank string".into()));
     }
-    let timestamp = time_field("timestamp", &head.timestamp)?;
-    let original = time_field("originalTimestamp", &head.original_timestamp)?;
-    let sent_at = time_field("sentAt", &head.sent_at)?;
-    let batch_sent_at = if sent_at.is_none() { info.batch_sent_at.clone() } else { None };
+    let timestamp = Time::of(&head.timestamp);
+    let original = Time::of(&head.original_timestamp);
+    // The envelope's sentAt stands in for an event's missing one, and is checked the same way.
+    let sent_from_batch = head.sent_at.is_null_or_absent() && info.batch_sent_at.is_some();
+    let sent = if sent_from_batch { Time::of(&Field(info.batch_sent_at)) } else { Time::of(&head.sent_at) };
+    let mut repairs: Vec<(&str, &RawValue)> = Vec::new();
+    let mut repaired = [false; 3];
+    for (i, t) in [&timestamp, &original, &sent].into_iter().enumerate() {
+        if let Time::Invalid(value) = t {
+            repairs.push((TIME_FIELDS[i], value));
+            repaired[i] = true;
+        }
+    }
 
     // Event time corrected for the client's clock: receivedAt - (sentAt - originalTimestamp).
-    let computed_timestamp = if timestamp.is_some() {
+    // A repaired field counts as absent here: it says nothing about the client's clock.
+    let computed_timestamp = if timestamp.valid().is_some() {
         None
     } else {
-        let sent = sent_at.as_deref().or(batch_sent_at.as_deref());
-        Some(match (original.as_deref(), sent) {
-            (Some(o), Some(s)) => {
-                let skew = parse_time("sentAt", s)? - parse_time("originalTimestamp", o)?;
-                (info.received_at - skew).to_rfc3339_opts(SecondsFormat::Millis, true)
-            }
-            (Some(o), None) => o.to_string(),
+        Some(match (&original, sent.valid()) {
+            (Time::Valid(_, o), Some(s)) => (info.received_at - (*s - *o)).to_rfc3339_opts(SecondsFormat::Millis, true),
+            (Time::Valid(o, _), None) => o.to_string(),
             _ => info.received_at_text.to_string(),
         })
     };
@@ -325,7 +438,7 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Ki
         (_, None) => ContextIp::Keep,
         (Context::Absent, Some(ip)) => ContextIp::AddContext(ip),
         (Context::Null, Some(_)) => ContextIp::Slow,
-        (Context::NotObject, Some(_)) => return Err(CollectError::InvalidEvent("context must be a JSON object".into())),
+        (Context::NotObject, Some(_)) => unreachable!("checked by check_types"),
         (Context::Object { ip: found, .. }, Some(_)) if found.is_present_null() => ContextIp::Slow,
         (Context::Object { ip: found, .. }, Some(_)) if found.0.is_some() => ContextIp::Keep,
         (Context::Object { first_key, .. }, Some(ip)) => match first_key.and_then(|k| quote_position(raw, k)) {
@@ -342,8 +455,13 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Ki
         add.push(("messageId", json_string(&uuid::Uuid::new_v4().to_string())));
     }
     add.push(("receivedAt", json_string(info.received_at_text)));
-    if let Some(s) = &batch_sent_at {
-        add.push(("sentAt", json_string(s)));
+    match (&sent, sent_from_batch) {
+        (Time::Valid(s, _), true) => add.push(("sentAt", json_string(s))),
+        (Time::Invalid(_), _) => add.push(("sentAt", json_string(info.received_at_text))),
+        _ => {}
+    }
+    if let Time::Invalid(_) = original {
+        add.push(("originalTimestamp", json_string(info.received_at_text)));
     }
     if let Some(t) = &computed_timestamp {
         add.push(("timestamp", json_string(t)));
@@ -354,13 +472,17 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Ki
         || head.kind.is_present_null() && info.endpoint_kind.is_some()
         || head.message_id.is_present_null()
         || head.timestamp.is_present_null()
-        || head.sent_at.is_present_null() && batch_sent_at.is_some();
+        || head.sent_at.is_present_null() && sent_from_batch
+        || head.write_key.0.is_some()
+        || !repairs.is_empty()
+        || info.batch_context.is_some()
+        || info.batch_integrations.is_some();
     if slow {
-        enrich_slow(raw, &add, info.ip, out)?;
+        enrich_slow(raw, Slow { add: &add, ip: info.ip, repairs: &repairs, info }, out)?;
     } else {
         splice(raw, &add, context_ip, out);
     }
-    Ok(kind)
+    Ok(Enriched { kind, repaired })
 }
 
 enum ContextIp<'a> {
@@ -417,10 +539,28 @@ fn splice(raw: &str, add: &[(&str, String)], context_ip: ContextIp<'_>, out: &mu
     out.push(b'}');
 }
 
+/// What the slow path sets besides the fields of the fast path.
+struct Slow<'s, 'r> {
+    add: &'s [(&'s str, String)],
+    ip: Option<&'s str>,
+    /// Date-time fields as sent, when they were not RFC 3339.
+    repairs: &'s [(&'s str, &'r RawValue)],
+    info: &'s RequestInfo<'s>,
+}
+
 /// Slow path for rare shapes: parse, set, serialize.
-fn enrich_slow(raw: &str, add: &[(&str, String)], ip: Option<&str>, out: &mut Vec<u8>) -> Result<(), CollectError> {
+fn enrich_slow(raw: &str, slow: Slow<'_, '_>, out: &mut Vec<u8>) -> Result<(), CollectError> {
+    let Slow { add, ip, repairs, info } = slow;
+    let start = out.len();
     let mut map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(raw).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
+    map.remove("writeKey");
+    if let Some(batch) = &info.batch_context {
+        check::merge_under(&mut map, "context", batch);
+    }
+    if let Some(batch) = &info.batch_integrations {
+        check::merge_under(&mut map, "integrations", batch);
+    }
     for (key, value) in add {
         map.insert((*key).to_string(), serde_json::from_str(value).expect("built by json_string"));
     }
@@ -436,7 +576,33 @@ fn enrich_slow(raw: &str, add: &[(&str, String)], ip: Option<&str>, out: &mut Ve
             ctx.insert("ip".into(), ip.into());
         }
     }
-    serde_json::to_writer(out, &map).map_err(|e| CollectError::MalformedJson(e.to_string()))
+    if !repairs.is_empty() {
+        note_repairs(&mut map, repairs)?;
+    }
+    serde_json::to_writer(&mut *out, &map).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
+    // Merging and the repair note move values deeper: the result must still be readable downstream.
+    check::check_depth(&out[start..])
+}
+
+/// Keeps the date-times the client sent under `context.sluice.invalid_timestamps` (`context.sluice`
+/// belongs to Sluice: a client value there that is not an object is replaced).
+fn note_repairs(map: &mut serde_json::Map<String, serde_json::Value>, repairs: &[(&str, &RawValue)]) -> Result<(), CollectError> {
+    use serde_json::Value;
+    let ctx = map.entry("context").or_insert_with(|| Value::Object(Default::default()));
+    if ctx.is_null() {
+        *ctx = Value::Object(Default::default());
+    }
+    let ctx = ctx.as_object_mut().ok_or_else(|| CollectError::InvalidEvent("context must be a JSON object".into()))?;
+    let sluice = ctx.entry("sluice").or_insert_with(|| Value::Object(Default::default()));
+    if !sluice.is_object() {
+        *sluice = Value::Object(Default::default());
+    }
+    let mut sent = serde_json::Map::new();
+    for (field, value) in repairs {
+        sent.insert((*field).to_string(), serde_json::from_str(value.get()).map_err(|e| CollectError::MalformedJson(e.to_string()))?);
+    }
+    sluice.as_object_mut().expect("made an object above").insert("invalid_timestamps".into(), Value::Object(sent));
+    Ok(())
 }
 
 #[cfg(test)]

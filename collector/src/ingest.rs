@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use sluice_eventlog::AppendBatch;
 
-use crate::event::{enrich, BatchBody, Kind, RequestInfo};
-use crate::{CollectError, Collector, Source};
+use crate::event::{enrich, BatchBody, Kind, RequestInfo, TIME_FIELDS};
+use crate::{metric, CollectError, Collector, Source};
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig, collector: web::Data<Collector>) {
     let mut scope = web::scope("")
@@ -58,21 +58,29 @@ async fn handle(
     c: web::Data<Collector>,
 ) -> Result<HttpResponse, CollectError> {
     let started = Instant::now();
-    let source = authenticate(&req, &c)?;
+    let outside_key = key_outside_body(&req)?;
     let body = read_body(&req, payload, c.config.max_body_bytes).await?;
     let sent_bytes = body.len();
     let body = decode(&req, body, c.config.max_decompressed_bytes)?;
+    let (source, key_id) = authenticate(outside_key, &body, &c)?;
 
     let received_at = Utc::now();
     let received_at_text = received_at.to_rfc3339_opts(SecondsFormat::Millis, true);
     let ip = client_ip(&req, c.config.trust_forwarded_for);
-    let (batch, counts) = build_batch(endpoint, &body, &source.id, received_at, &received_at_text, ip.as_deref())?;
+    let info = RequestInfo::new(endpoint, received_at, &received_at_text, ip.as_deref());
+    let (batch, counts) = build_batch(info, &body, &source.id, &key_id)?;
     check_rate(&source, batch.len())?;
     c.log.append(batch).await.map_err(|e| CollectError::from_log(e, c.log_full_retry_after()))?;
 
-    for (counter, n) in source.received.iter().zip(counts) {
+    for (counter, n) in source.received.iter().zip(counts.kinds) {
         if n > 0 {
             counter.increment(n);
+        }
+    }
+    for (field, n) in TIME_FIELDS.iter().zip(counts.repaired) {
+        if n > 0 {
+            // Rare, so the label lookup per request costs nothing that matters.
+            metrics::counter!(metric::TIMESTAMPS_REPAIRED, "source" => source.id.to_string(), "field" => *field).increment(n);
         }
     }
     source.received_bytes.increment(sent_bytes as u64);
@@ -80,14 +88,25 @@ async fn handle(
     Ok(HttpResponse::Ok().content_type("text/plain").body("OK"))
 }
 
-fn authenticate(req: &HttpRequest, c: &Collector) -> Result<Arc<Source>, CollectError> {
-    let key = match req.headers().get(header::AUTHORIZATION) {
-        Some(value) => basic_username(value.to_str().unwrap_or(""))?,
-        // sendBeacon cannot set headers, so the beacon endpoint takes the key in the query.
-        None => web::Query::<BeaconQuery>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.into_inner().write_key)
-            .ok_or(CollectError::MissingWriteKey)?,
+/// The write key from the Authorization header, else from the `writeKey` query parameter
+/// (sendBeacon cannot set headers). `None`: look in the body.
+fn key_outside_body(req: &HttpRequest) -> Result<Option<String>, CollectError> {
+    match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => basic_username(value.to_str().unwrap_or("")).map(Some),
+        None => Ok(web::Query::<KeyField>::from_query(req.query_string()).ok().and_then(|q| q.into_inner().write_key)),
+    }
+}
+
+/// Finds the source of the request. The header (or query) wins over a `writeKey` in the body:
+/// it is what the SDKs send, and the body key is only looked at when there is none.
+fn authenticate(outside: Option<String>, body: &[u8], c: &Collector) -> Result<(Arc<Source>, Arc<str>), CollectError> {
+    let key = match outside {
+        Some(key) => key,
+        // A second, shallow parse, only for clients that send the key in the body (rare).
+        None => match serde_json::from_slice::<KeyField>(body) {
+            Ok(KeyField { write_key: Some(key) }) => key,
+            _ => return Err(CollectError::MissingWriteKey),
+        },
     };
     if key.is_empty() {
         return Err(CollectError::MissingWriteKey);
@@ -96,7 +115,7 @@ fn authenticate(req: &HttpRequest, c: &Collector) -> Result<Arc<Source>, Collect
 }
 
 #[derive(serde::Deserialize)]
-struct BeaconQuery {
+struct KeyField {
     #[serde(rename = "writeKey")]
     write_key: Option<String>,
 }
@@ -170,40 +189,48 @@ fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String> {
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
+/// Events of one request, by type and by repaired date-time field.
+struct Counts {
+    kinds: [u64; 6],
+    repaired: [u64; 3],
+}
+
 /// Validates and enriches every event of the body into one log append, counting types.
-fn build_batch(
-    endpoint: Option<Kind>,
-    body: &[u8],
+fn build_batch<'a>(
+    mut info: RequestInfo<'a>,
+    body: &'a [u8],
     source: &str,
-    received_at: chrono::DateTime<Utc>,
-    received_at_text: &str,
-    ip: Option<&str>,
-) -> Result<(AppendBatch, [u64; 6]), CollectError> {
-    let mut counts = [0u64; 6];
+    key_id: &str,
+) -> Result<(AppendBatch, Counts), CollectError> {
+    let mut counts = Counts { kinds: [0; 6], repaired: [0; 3] };
     let mut scratch = Vec::with_capacity(1024);
-    let mut info = RequestInfo { endpoint_kind: endpoint, received_at, received_at_text, ip, batch_sent_at: None };
-    let mut count = |kind: Kind| counts[Kind::ALL.iter().position(|k| *k == kind).unwrap()] += 1;
-    let batch = match endpoint {
+    let mut count = |e: crate::event::Enriched| {
+        counts.kinds[Kind::ALL.iter().position(|k| *k == e.kind).unwrap()] += 1;
+        for (n, r) in counts.repaired.iter_mut().zip(e.repaired) {
+            *n += u64::from(r);
+        }
+    };
+    let batch = match info.endpoint_kind {
         Some(_) => {
             let text = std::str::from_utf8(body).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
             let mut batch = AppendBatch::with_capacity(body.len() + 256);
             count(enrich(text, &info, &mut scratch)?);
-            batch.push(source, &scratch);
+            batch.push(source, key_id, &scratch);
             batch
         }
         None => {
             let envelope: BatchBody<'_> =
                 serde_json::from_slice(body).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
-            info.batch_sent_at = envelope.sent_at();
+            envelope.apply_to(&mut info)?;
             let mut batch = AppendBatch::with_capacity(body.len() + envelope.batch.len() * 160);
             for (i, raw) in envelope.batch.iter().enumerate() {
                 scratch.clear();
-                let kind = enrich(raw.get(), &info, &mut scratch).map_err(|e| match e {
+                let enriched = enrich(raw.get(), &info, &mut scratch).map_err(|e| match e {
                     CollectError::InvalidEvent(m) => CollectError::InvalidEvent(format!("batch[{i}]: {m}")),
                     other => other,
                 })?;
-                count(kind);
-                batch.push(source, &scratch);
+                count(enriched);
+                batch.push(source, key_id, &scratch);
             }
             batch
         }

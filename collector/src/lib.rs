@@ -8,6 +8,7 @@
 mod error;
 pub mod event;
 mod ingest;
+mod keys;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -21,11 +22,16 @@ use serde::Deserialize;
 use sluice_eventlog::EventLog;
 
 pub use error::CollectError;
+pub use event::MAX_EVENT_DEPTH;
+pub use keys::{fingerprint, WriteKey};
 
 /// Metric names of the collector.
 pub mod metric {
     /// Counter{source, type}: events accepted (durable).
     pub const RECEIVED: &str = "sluice_events_received_total";
+    /// Counter{source, field}: events accepted whose `timestamp`, `originalTimestamp` or `sentAt`
+    /// was not an RFC 3339 date-time and was replaced by `receivedAt`.
+    pub const TIMESTAMPS_REPAIRED: &str = "sluice_timestamps_repaired_total";
     /// Counter{source}: request body bytes accepted, as sent (compressed if gzip).
     pub const RECEIVED_BYTES: &str = "sluice_received_bytes_total";
     /// Counter{reason}: requests refused.
@@ -96,8 +102,9 @@ impl CollectorConfig {
 pub struct SourceConfig {
     /// Short id stored with every event (and used in S3 keys); `[A-Za-z0-9_-]`.
     pub id: String,
-    /// Write keys that identify this source (HTTP Basic username).
-    pub write_keys: Vec<String>,
+    /// Write keys that identify this source (HTTP Basic username, or `writeKey` in the body):
+    /// plain strings, or `{id, key}` to name a key for scripts (`meta.write_key_id`).
+    pub write_keys: Vec<WriteKey>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
 }
@@ -117,8 +124,14 @@ impl SourceConfig {
         if self.id.is_empty() || self.id.len() > 64 || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(format!("source id {:?} must be 1-64 of [A-Za-z0-9_-]", self.id));
         }
-        if self.write_keys.is_empty() || self.write_keys.iter().any(|k| k.trim().is_empty()) {
+        if self.write_keys.is_empty() {
             return Err(format!("source {}: write_keys must list at least one non-empty key", self.id));
+        }
+        for (i, k) in self.write_keys.iter().enumerate() {
+            k.validate().map_err(|m| format!("source {}: write_keys: {m}", self.id))?;
+            if self.write_keys[..i].iter().any(|earlier| earlier.id == k.id) {
+                return Err(format!("source {}: write key id {:?} is used twice", self.id, k.id));
+            }
         }
         if let Some(r) = &self.rate_limit {
             if r.events_per_second == 0 || r.burst == Some(0) {
@@ -141,7 +154,8 @@ pub(crate) struct Source {
 /// Shared state of all HTTP workers.
 pub struct Collector {
     pub(crate) config: CollectorConfig,
-    pub(crate) by_key: HashMap<String, Arc<Source>>,
+    /// Write key -> its source and the key's id.
+    pub(crate) by_key: HashMap<String, (Arc<Source>, Arc<str>)>,
     pub(crate) log: EventLog,
     pub(crate) prometheus: Option<PrometheusHandle>,
     pub(crate) request_seconds: metrics::Histogram,
@@ -168,7 +182,7 @@ impl Collector {
             let received_bytes = metrics::counter!(metric::RECEIVED_BYTES, "source" => s.id.clone());
             let source = Arc::new(Source { id: Arc::from(s.id.as_str()), limiter, received, received_bytes });
             for key in &s.write_keys {
-                if by_key.insert(key.clone(), source.clone()).is_some() {
+                if by_key.insert(key.key.clone(), (source.clone(), Arc::from(key.id.as_str()))).is_some() {
                     return Err(format!("write key of source {} is used by another source too", s.id));
                 }
             }

@@ -32,8 +32,13 @@
 //!
 //! segment  = record*
 //! record   = len:u32le crc:u32le payload[len]          crc = CRC-32 (IEEE) of payload
-//! payload  = version:u8 (=1) source_len:u8 source[source_len] event[..]   event = JSON object bytes
+//! payload  = version:u8 (=2) source_len:u8 source[source_len] key_id_len:u8 key_id[key_id_len] event[..]
+//!          | version:u8 (=1) source_len:u8 source[source_len] event[..]      (read, never written)
+//! event    = JSON object bytes, nested at most MAX_EVENT_DEPTH deep
 //! ```
+//! `key_id` names the write key the event was sent with (the id of a source's `write_keys`
+//! entry, never the key itself). Logs written before version 2 stay readable: their records read
+//! with an empty write key id.
 //! Offsets are implicit: the n-th record of a segment (from 0) has offset `base + n`. A segment
 //! name gives its first offset, so finding an offset means picking the segment and scanning it.
 
@@ -56,6 +61,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use admin::{drop_cursor, inspect, CursorState, LogState};
 pub use error::LogError;
 pub use reader::{CorruptRecord, Reader};
+
+/// Deepest nesting of objects and arrays an event in the log may have, the event's own object
+/// counting as 1 (`{"a":{"b":[1]}}` is 3 deep). The collector refuses deeper events with a 400 and
+/// the transformer's parser accepts exactly this much, so whatever the collector acknowledges the
+/// router can read. 64 is far above real events (SDK payloads are under 10 deep) and leaves half
+/// of the common JSON parsers' limit of 128 for what comes on top on the way out: a script that
+/// wraps events, the array of a webhook batch, the receiver's own envelope.
+pub const MAX_EVENT_DEPTH: usize = 64;
 
 /// Metric names, kept together so dashboards and code agree.
 pub mod metric {
@@ -121,6 +134,8 @@ impl LogConfig {
 pub struct Record {
     pub offset: u64,
     pub source: Arc<str>,
+    /// Id of the write key the event came with; empty for version 1 records.
+    pub write_key_id: Arc<str>,
     /// The event JSON exactly as appended.
     pub event: Bytes,
 }
@@ -138,9 +153,10 @@ impl AppendBatch {
         AppendBatch { buf: Vec::with_capacity(bytes), count: 0 }
     }
 
-    /// Adds one event. `source` longer than 255 bytes is a programming error (config ids are short).
-    pub fn push(&mut self, source: &str, event: &[u8]) {
-        segment::encode_record(&mut self.buf, source, event);
+    /// Adds one event. `source` or `write_key_id` longer than 255 bytes is a programming error
+    /// (config ids are short).
+    pub fn push(&mut self, source: &str, write_key_id: &str, event: &[u8]) {
+        segment::encode_record(&mut self.buf, source, write_key_id, event);
         self.count += 1;
     }
 
@@ -318,3 +334,6 @@ mod tests;
 
 #[cfg(test)]
 mod holds_tests;
+
+#[cfg(test)]
+mod format_tests;

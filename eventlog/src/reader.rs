@@ -54,6 +54,7 @@ pub struct Reader {
     /// Open segment: (base offset, file, byte position of `next_offset` in it).
     segment: Option<(u64, File, u64)>,
     last_source: Option<Arc<str>>,
+    last_key_id: Option<Arc<str>>,
     /// Bytes per record seen in the last read (with some slack), to size the next read.
     record_size: usize,
     /// Quarantined since the last [`Reader::take_corrupt`].
@@ -70,6 +71,7 @@ impl Reader {
             next_offset: start,
             segment: None,
             last_source: None,
+            last_key_id: None,
             record_size: 1024,
             corrupt: Vec::new(),
         }
@@ -148,11 +150,12 @@ impl Reader {
             let mut invalid = None;
             while at < chunk.len() && out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
                 match parse_record(&chunk[at..]) {
-                    Parsed::Record { source, event_start, event_end, total } => {
-                        let source = self.intern(source);
+                    Parsed::Record { source, key_id, event_start, event_end, total } => {
+                        let (source, write_key_id) = (self.intern(source), self.intern_key_id(key_id));
                         out.push(Record {
                             offset: self.next_offset,
                             source,
+                            write_key_id,
                             event: chunk.slice(at + event_start..at + event_end),
                         });
                         bytes += event_end - event_start;
@@ -195,9 +198,9 @@ impl Reader {
                 let at = *p;
                 let whole = Bytes::from(read_exact_at(file, at, n)?);
                 match parse_record(&whole) {
-                    Parsed::Record { source, event_start, event_end, total } => {
-                        let source = self.intern(source);
-                        out.push(Record { offset: self.next_offset, source, event: whole.slice(event_start..event_end) });
+                    Parsed::Record { source, key_id, event_start, event_end, total } => {
+                        let (source, write_key_id) = (self.intern(source), self.intern_key_id(key_id));
+                        out.push(Record { offset: self.next_offset, source, write_key_id, event: whole.slice(event_start..event_end) });
                         bytes += event_end - event_start;
                         self.next_offset += 1;
                         self.segment.as_mut().unwrap().2 += total as u64;
@@ -288,6 +291,20 @@ impl Reader {
             _ => {
                 let s: Arc<str> = Arc::from(String::from_utf8_lossy(source).as_ref());
                 self.last_source = Some(s.clone());
+                s
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// As `intern`, for write key ids: consecutive records mostly share one.
+    fn intern_key_id(&mut self, key_id: &[u8]) -> Arc<str> {
+        match &self.last_key_id {
+            Some(s) if s.as_bytes() == key_id => s.clone(),
+            _ => {
+                let s: Arc<str> = Arc::from(String::from_utf8_lossy(key_id).as_ref());
+                self.last_key_id = Some(s.clone());
                 s
             }
         }

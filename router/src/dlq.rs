@@ -33,6 +33,10 @@ pub enum Stage {
 pub struct DeadEvent {
     pub offset: u64,
     pub source: String,
+    /// Id of the write key the event came with, for a replay that runs transformations again
+    /// (`meta.write_key_id`). Empty when not needed (delivery stage) and in older entries.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub write_key_id: String,
     pub event: Box<RawValue>,
 }
 

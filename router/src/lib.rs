@@ -118,7 +118,7 @@ pub async fn replay(
         if entry.stage == Stage::Transform && !chain.is_empty() {
             let head = head::RouteHead::parse(json).ok();
             let mid = head.as_ref().and_then(|h| h.message_id.as_deref()).unwrap_or("").to_string();
-            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, &mid))? {
+            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, &mid).with_write_key_id(&e.write_key_id))? {
                 events.push(OutEvent { offset: e.offset, source: source.clone(), json: out.into() });
             }
         } else {

@@ -234,7 +234,7 @@ impl Worker {
         }
         let inputs: Vec<(&[u8], Meta<'_>)> = accepted
             .iter()
-            .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid)))
+            .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid).with_write_key_id(&r.write_key_id)))
             .collect();
         let outcomes = transform_parallel(&self.chain, &inputs);
         for ((record, lane, _), outcome) in accepted.iter().zip(outcomes) {
@@ -361,7 +361,7 @@ impl Worker {
             .iter()
             .filter_map(|e| {
                 let raw = RawValue::from_string(String::from_utf8_lossy(&e.json).into_owned()).ok()?;
-                Some(DeadEvent { offset: e.offset, source: e.source.to_string(), event: raw })
+                Some(DeadEvent { offset: e.offset, source: e.source.to_string(), write_key_id: String::new(), event: raw })
             })
             .collect();
         DeadLetter { stage: Stage::Delivery, events, reason, attempts, first_failed, alert: "dead_letter" }
@@ -373,6 +373,7 @@ impl Worker {
             .map(|r| DeadEvent {
                 offset: r.offset,
                 source: r.source.to_string(),
+                write_key_id: r.write_key_id.to_string(),
                 // A record the log could not parse is kept as a JSON string so nothing is lost.
                 event: RawValue::from_string(String::from_utf8_lossy(&r.event).into_owned()).unwrap_or_else(|_| {
                     RawValue::from_string(serde_json::to_string(&String::from_utf8_lossy(&r.event)).unwrap()).unwrap()

@@ -127,7 +127,7 @@ fn validate(config: &Config, text: &str, file: &str) -> Result<(), ConfigError> 
             return Err(invalid(file, text, Some(&at), format!("sources: id {:?} is used twice", s.id)));
         }
         for k in &s.write_keys {
-            if !keys.insert(k.clone()) {
+            if !keys.insert(k.key.clone()) {
                 return Err(invalid(file, text, Some(&at), format!("sources: a write key of {:?} is used twice", s.id)));
             }
         }

@@ -144,7 +144,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             } else if let Some(file) = event {
-                sluice_transformer::cli::run_events(&script, params, &file, stdout)?;
+                let failed = sluice_transformer::cli::run_events(&script, params, &file, stdout)?;
+                if failed > 0 {
+                    eprintln!("error: the script failed on {failed} event(s)");
+                    return Ok(ExitCode::from(1));
+                }
             }
         }
         Command::Log { config, command } => {

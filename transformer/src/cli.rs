@@ -68,16 +68,18 @@ fn run(chain: &Chain, event: &Value) -> Result<Vec<Value>, TransformError> {
 }
 
 /// Runs SCRIPT over one event or a file of events and prints each outcome (the output events,
-/// "dropped", or the error) to `out`. Errors of single events are printed, not returned; the
-/// `Err` is for a script that does not compile or an unreadable file.
+/// "dropped", or the error) to `out`. Errors of single events are printed, not returned, and
+/// counted: the result is how many events the script failed on (the CLI exits 1 when there are
+/// any, so CI notices). The `Err` is for a script that does not compile or an unreadable file.
 pub fn run_events(
     script: &Path,
     params: Params,
     events_file: &Path,
     out: &mut dyn Write,
-) -> Result<(), TransformError> {
+) -> Result<usize, TransformError> {
     let chain = load_chain(script, params)?;
     let events = parse_events(events_file)?;
+    let mut failed = 0;
     for (i, event) in events.iter().enumerate() {
         let n = i + 1;
         match run(&chain, event) {
@@ -94,11 +96,13 @@ pub fn run_events(
                     writeln!(out, "{}", pretty(output)).map_err(write_err)?;
                 }
             }
-            Err(e) => writeln!(out, "# event {n} (messageId {:?}): error: {e}", message_id(event))
-                .map_err(write_err)?,
+            Err(e) => {
+                failed += 1;
+                writeln!(out, "# event {n} (messageId {:?}): error: {e}", message_id(event)).map_err(write_err)?
+            }
         }
     }
-    Ok(())
+    Ok(failed)
 }
 
 enum Expected {

@@ -8,7 +8,8 @@
 //! the input slice when it has no escapes, and output is written into one buffer.
 //!
 //! What JSON accepts is exactly what `serde_json` accepts (strict grammar, UTF-8, surrogate
-//! pairs, nesting limit 128, no trailing characters), and values map the same way rhai's serde
+//! pairs, no trailing characters) except nesting: at most `MAX_EVENT_DEPTH` levels, the limit the
+//! collector enforces at ingest (serde_json allows 128), and values map the same way rhai's serde
 //! support mapped them: integers that fit `i64` are integers, larger ones and numbers with a
 //! fraction or exponent are floats (and `-0`, as serde_json reads it). Floats are parsed with Rust's correctly rounded parser;
 //! `serde_json` (without `float_roundtrip`) can be one unit in the last place off for inputs with
@@ -21,9 +22,9 @@ use rhai::{Array, Dynamic, ImmutableString, Map, FLOAT, INT};
 
 use crate::TransformError;
 
-/// As `serde_json`: up to 127 nested arrays/objects; deeper is refused rather than risking the
-/// stack.
-const MAX_DEPTH: usize = 127;
+/// The log's promise (`sluice_eventlog::MAX_EVENT_DEPTH`, enforced by the collector): whatever the
+/// collector acknowledged, this parser reads. Deeper is refused rather than risking the stack.
+const MAX_DEPTH: usize = sluice_eventlog::MAX_EVENT_DEPTH;
 
 /// Parses one stored event, which must be a JSON object.
 pub fn event_from_json(bytes: &[u8]) -> Result<Dynamic, TransformError> {

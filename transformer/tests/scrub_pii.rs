@@ -137,8 +137,11 @@ fn emails_in_every_other_string_are_redacted_unless_turned_off() {
     let out = scrub(identify(), json!({}));
     assert_eq!(out["properties"]["message"], "mail [email] or [email]");
     assert_eq!(out["context"]["userAgent"], "bot [email]");
-    let off = scrub(identify(), json!({"redact_text_emails": false}));
+    let off = scrub(identify(), json!({"redact_text_emails": false, "person_names": false}));
     assert_eq!(off["properties"]["message"], "mail carol@example.com or dan@x.org");
+    // The person's name is still found inside an address when only email redaction is off.
+    let names_on = scrub(identify(), json!({"redact_text_emails": false}));
+    assert_eq!(names_on["properties"]["message"], "mail [name]@example.com or dan@x.org");
     assert_eq!(off["context"]["userAgent"], "bot admin@crawler.io");
     assert_eq!(off["traits"]["email"], "[redacted]", "field rules still apply");
 }
@@ -146,7 +149,8 @@ fn emails_in_every_other_string_are_redacted_unless_turned_off() {
 #[test]
 fn other_fields_are_left_untouched() {
     let event = identify();
-    let out = scrub(event.clone(), json!({"fields": ["email"], "replacement": "X"}));
+    // person_names off: with it on, firstName would be scrubbed whatever `fields` says.
+    let out = scrub(event.clone(), json!({"fields": ["email"], "replacement": "X", "person_names": false}));
     for key in ["type", "messageId", "timestamp", "anonymousId"] {
         assert_eq!(out[key], event[key], "{key}");
     }
@@ -225,7 +229,12 @@ fn output_is_identical_to_the_granular_script_for_every_params_combination() {
     ];
     let events = varied_events();
     for params in combos {
-        let (_r1, new) = shipped(params.clone());
+        // The person-name rules came after the granular script: off, the rest must match it.
+        let mut native_params = params.clone();
+        if let Value::Object(m) = &mut native_params {
+            m.insert("person_names".into(), Value::Bool(false));
+        }
+        let (_r1, new) = shipped(native_params);
         let mut config = common::config("granular", &granular_path);
         config.params = serde_json::from_value(params.clone()).unwrap();
         let registry = Registry::load(&[config]).unwrap();
@@ -242,4 +251,48 @@ fn output_is_identical_to_the_granular_script_for_every_params_combination() {
 fn malformed_parts_are_redacted_rather_than_failing_the_event() {
     let out = scrub(json!({"context": "ua a@b.io", "traits": 5, "properties": ["x c@d.io"]}), json!({}));
     assert_eq!(out, json!({"context": "ua [email]", "traits": 5, "properties": ["x [email]"]}));
+}
+
+#[test]
+fn person_name_keys_are_scrubbed_and_keys_naming_things_are_not() {
+    let event = json!({"type": "track", "userId": "u1", "event": "Post Created",
+        "properties": {"author_name": "Ana Lima", "sender_name": "Ana", "recipient": {"displayName": "Bo Chen", "nick_name": "bo"},
+                       "channel_name": "town-square", "team_name": "core", "event_name": "post", "page name": "Home",
+                       "file_name": "notes.txt"},
+        "context": {"traits": {"fullName": "Ana Lima", "first_name": "Ana"}, "library": {"name": "mattermost-server"}}});
+    let out = scrub(event, json!({}));
+    let p = &out["properties"];
+    for key in ["author_name", "sender_name"] {
+        assert_eq!(p[key], "[redacted]", "{key}");
+    }
+    assert_eq!(p["recipient"], json!({"displayName": "[redacted]", "nick_name": "[redacted]"}));
+    for (key, kept) in [("channel_name", "town-square"), ("team_name", "core"), ("event_name", "post"), ("page name", "Home"), ("file_name", "notes.txt")] {
+        assert_eq!(p[key], kept, "{key}");
+    }
+    assert_eq!(out["context"]["traits"], json!({"fullName": "[redacted]", "first_name": "[redacted]"}));
+    assert_eq!(out["context"]["library"]["name"], "mattermost-server", "technical context is left alone");
+    assert_eq!(out["event"], "Post Created");
+    // Off, only the listed fields are scrubbed.
+    let out = scrub(json!({"properties": {"author_name": "Ana"}}), json!({"person_names": false}));
+    assert_eq!(out["properties"]["author_name"], "Ana");
+}
+
+#[test]
+fn names_the_event_carries_are_redacted_in_its_text() {
+    let event = json!({"type": "track", "userId": "u1", "event": "Post Created",
+        "properties": {"message": "Ana Lima said hi; ana, lima and ANA all match; Anastasia and banana do not",
+                       "thread": ["ping @bo", "thanks lima"], "channel": "ana-team"},
+        "context": {"traits": {"name": "Ana Lima", "username": "bo", "email": "ana@example.org"}}});
+    let out = scrub(event, json!({}));
+    assert_eq!(
+        out["properties"]["message"],
+        "[name] said hi; [name], [name] and [name] all match; Anastasia and banana do not"
+    );
+    // "bo" is under the 3-character minimum: too many ordinary words would go with it.
+    assert_eq!(out["properties"]["thread"], json!(["ping @bo", "thanks [name]"]));
+    assert_eq!(out["properties"]["channel"], "[name]-team", "a name between separators is a word");
+    assert_eq!(out["userId"], "u1", "ids are not text");
+    let top = scrub(json!({"traits": {"first_name": "Ana", "bio": "Ana from Lisbon"}, "properties": {"m": "Ana"}}), json!({}));
+    assert_eq!(top["traits"], json!({"first_name": "[redacted]", "bio": "[name] from Lisbon"}));
+    assert_eq!(top["properties"]["m"], "[name]");
 }

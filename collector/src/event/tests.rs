@@ -1,15 +1,10 @@
 use super::*;
 use serde_json::{json, Value};
+use serde_json::value::RawValue;
 
 fn info(kind: Option<Kind>, ip: Option<&'static str>) -> RequestInfo<'static> {
     let received_at = DateTime::parse_from_rfc3339("2026-11-22T10:00:10.000Z").unwrap().with_timezone(&Utc);
-    RequestInfo {
-        endpoint_kind: kind,
-        received_at,
-        received_at_text: "2026-11-22T10:00:10.000Z",
-        ip,
-        batch_sent_at: None,
-    }
+    RequestInfo::new(kind, received_at, "2026-11-22T10:00:10.000Z", ip)
 }
 
 fn run(raw: &str, info: &RequestInfo<'_>) -> Result<Value, CollectError> {
@@ -53,7 +48,8 @@ fn timestamp_is_corrected_for_client_clock_skew() {
 #[test]
 fn batch_sent_at_applies_to_events_without_one() {
     let mut i = info(None, None);
-    i.batch_sent_at = Some(Cow::Borrowed("2026-11-22T10:00:20Z"));
+    let sent: &RawValue = serde_json::from_str(r#""2026-11-22T10:00:20Z""#).unwrap();
+    i.batch_sent_at = Some(sent);
     let raw = r#"{"type":"track","userId":"u1","event":"e","originalTimestamp":"2026-11-22T10:00:15Z"}"#;
     let v = run(raw, &i).unwrap();
     assert_eq!(v["sentAt"], "2026-11-22T10:00:20Z");
@@ -79,9 +75,8 @@ fn ip_goes_in_front_of_the_first_context_key_whatever_its_shape() {
     assert_eq!(v["context"], json!({"app": 1, "ip": "192.0.2.8"}));
     let v = run(r#"{"userId":"u","event":"e","context":{"\u0061pp":1}}"#, &at).unwrap();
     assert_eq!(v["context"], json!({"app": 1, "ip": "10.0.0.1"}));
-    // Without an ip to add, a context that is not an object is left alone.
-    let v = run(r#"{"userId":"u","event":"e","context":[1,{"a":2}]}"#, &info(Some(Kind::Track), None)).unwrap();
-    assert_eq!(v["context"], json!([1, {"a": 2}]));
+    // A context that is not an object is refused, ip to add or not (the spec makes it an object).
+    assert!(reason(r#"{"userId":"u","event":"e","context":[1,{"a":2}]}"#, &info(Some(Kind::Track), None)).contains("context must be a JSON object"));
     assert!(reason(r#"{"userId":"u","event":"e","context":[1]}"#, &at).contains("context must be a JSON object"));
     assert!(reason(r#"{"userId":"u","event":"e","context":7}"#, &at).contains("context must be a JSON object"));
 }
@@ -109,7 +104,6 @@ fn invalid_events_are_refused_with_a_reason() {
     assert!(reason(r#"{"userId":"  ","event":"e"}"#, &t).contains("userId or anonymousId"));
     assert!(reason(r#"{"userId":"u"}"#, &t).contains("\"event\" name"));
     assert!(reason(r#"{"userId":"u","event":"e","type":"page"}"#, &t).contains("type must be"));
-    assert!(reason(r#"{"userId":"u","event":"e","timestamp":"yesterday"}"#, &t).contains("RFC 3339"));
     assert!(reason(r#"{"userId":"u","event":"e","context":"x"}"#, &info(Some(Kind::Track), Some("1.2.3.4"))).contains("context"));
     assert!(reason(r#"{"userId":"u"}"#, &info(Some(Kind::Alias), None)).contains("previousId"));
     assert!(reason(r#"{"userId":"u"}"#, &info(Some(Kind::Group), None)).contains("groupId"));
@@ -117,4 +111,107 @@ fn invalid_events_are_refused_with_a_reason() {
     assert!(reason(r#"{"type":"purchase","userId":"u"}"#, &info(None, None)).contains("unknown type"));
     assert!(reason(r#"[1,2]"#, &t).contains("JSON object"));
     assert!(matches!(run(r#"{"userId":"u","event":"e""#, &t), Err(CollectError::MalformedJson(_))));
+}
+
+/// `{"a":{"a":...1...}}` nested `n` deep, the outer object counting as 1.
+fn nested(n: usize) -> String {
+    format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n))
+}
+
+#[test]
+fn nesting_up_to_the_limit_is_accepted_and_one_more_level_is_refused_with_the_depth() {
+    let t = info(Some(Kind::Track), Some("10.0.0.1"));
+    // The event is level 1, so its properties may be MAX - 1 deep.
+    let at_limit = format!(r#"{{"userId":"u","event":"e","properties":{}}}"#, nested(MAX_EVENT_DEPTH - 1));
+    assert_eq!(check::depth(at_limit.as_bytes()), MAX_EVENT_DEPTH);
+    run(&at_limit, &t).unwrap();
+    let too_deep = format!(r#"{{"userId":"u","event":"e","properties":{}}}"#, nested(MAX_EVENT_DEPTH));
+    let err = reason(&too_deep, &t);
+    assert!(err.contains(&format!("{} levels deep; the limit is {MAX_EVENT_DEPTH}", MAX_EVENT_DEPTH + 1)), "{err}");
+    // Far past serde_json's own limit of 128 the message is the same, not a parse error.
+    let way_too_deep = format!(r#"{{"userId":"u","event":"e","properties":{}}}"#, nested(500));
+    assert!(matches!(run(&way_too_deep, &t), Err(CollectError::InvalidEvent(m)) if m.contains("501 levels deep")));
+    // Brackets inside strings are text, not nesting.
+    let text = format!(r#"{{"userId":"u","event":"e","properties":{{"text":"{}"}}}}"#, "{[".repeat(200));
+    run(&text, &t).unwrap();
+}
+
+#[test]
+fn fields_must_have_the_types_the_spec_gives_them() {
+    let t = info(Some(Kind::Track), None);
+    for (event, expect) in [
+        (r#"{"userId":"u","event":"e","properties":"x"}"#, "properties must be a JSON object, not a string"),
+        (r#"{"userId":"u","event":"e","properties":[1]}"#, "properties must be a JSON object, not an array"),
+        (r#"{"userId":"u","event":"e","traits":5}"#, "traits must be a JSON object, not a number"),
+        (r#"{"userId":"u","event":"e","integrations":true}"#, "integrations must be a JSON object, not a boolean"),
+        (r#"{"userId":"u","event":"e","context":{"traits":"Ana"}}"#, "context.traits must be a JSON object"),
+        (r#"{"userId":"u","event":7}"#, "event must be a string, not a number"),
+        (r#"{"userId":"u","event":"e","name":{"first":"x"}}"#, "name must be a string, not an object"),
+        (r#"{"userId":{"id":1},"anonymousId":"a","event":"e"}"#, "userId must be a string or a number, not an object"),
+        (r#"{"userId":"u","anonymousId":[1],"event":"e"}"#, "anonymousId must be a string or a number, not an array"),
+        (r#"{"userId":"u","event":"e","messageId":true}"#, "messageId must be a string or a number"),
+    ] {
+        let err = reason(event, &t);
+        assert!(err.contains(expect), "{event}: {err}");
+    }
+    assert!(reason(r#"{"userId":"u","groupId":{}}"#, &info(Some(Kind::Group), None)).contains("groupId must be"));
+    // null is absent, numbers are ids.
+    let v = run(r#"{"userId":7,"event":"e","properties":null,"traits":null,"integrations":{"All":true},"context":{"traits":null}}"#, &t).unwrap();
+    assert_eq!(v["userId"], 7);
+}
+
+#[test]
+fn timestamps_that_are_not_rfc_3339_fall_back_to_received_at_and_are_kept_as_sent() {
+    let raw = r#"{"userId":"u","event":"e","timestamp":"yesterday","originalTimestamp":1700000000,"sentAt":"2026-13-45","context":{"ip":"1.2.3.4"}}"#;
+    let mut out = Vec::new();
+    let e = enrich(raw, &info(Some(Kind::Track), None), &mut out).unwrap();
+    assert_eq!(e.repaired, [true, true, true]);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    for field in TIME_FIELDS {
+        assert_eq!(v[field], "2026-11-22T10:00:10.000Z", "{field}");
+    }
+    assert_eq!(
+        v["context"],
+        json!({"ip": "1.2.3.4", "sluice": {"invalid_timestamps": {"timestamp": "yesterday", "originalTimestamp": 1700000000, "sentAt": "2026-13-45"}}})
+    );
+
+    // Only the broken one is repaired; a valid originalTimestamp still gives the event time.
+    let raw = r#"{"userId":"u","event":"e","originalTimestamp":"2026-11-22T09:00:00Z","sentAt":"soon"}"#;
+    let mut out = Vec::new();
+    let e = enrich(raw, &info(Some(Kind::Track), None), &mut out).unwrap();
+    assert_eq!(e.repaired, [false, false, true]);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["timestamp"], "2026-11-22T09:00:00Z");
+    assert_eq!(v["originalTimestamp"], "2026-11-22T09:00:00Z");
+    assert_eq!(v["context"]["sluice"], json!({"invalid_timestamps": {"sentAt": "soon"}}));
+
+    // A broken sentAt on the batch envelope is repaired in each event that relies on it.
+    let mut b = info(None, None);
+    let sent: &RawValue = serde_json::from_str("\"last tuesday\"").unwrap();
+    b.batch_sent_at = Some(sent);
+    let mut out = Vec::new();
+    let e = enrich(r#"{"type":"track","userId":"u","event":"e"}"#, &b, &mut out).unwrap();
+    assert_eq!(e.repaired, [false, false, true]);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["sentAt"], "2026-11-22T10:00:10.000Z");
+    assert_eq!(v["context"]["sluice"]["invalid_timestamps"]["sentAt"], "last tuesday");
+}
+
+#[test]
+fn the_batch_context_and_integrations_fill_in_and_the_event_wins() {
+    let mut b = info(None, Some("10.0.0.1"));
+    b.batch_context = Some(json!({"library": {"name": "analytics-python", "version": "1"}, "locale": "en"}));
+    b.batch_integrations = Some(json!({"All": false, "archive": true}));
+    let v = run(r#"{"type":"track","userId":"u","event":"e","context":{"library":{"version":"2"}},"integrations":{"archive":false}}"#, &b).unwrap();
+    assert_eq!(v["context"], json!({"library": {"name": "analytics-python", "version": "2"}, "locale": "en", "ip": "10.0.0.1"}));
+    assert_eq!(v["integrations"], json!({"All": false, "archive": false}));
+    let v = run(r#"{"type":"track","userId":"u","event":"e"}"#, &b).unwrap();
+    assert_eq!(v["context"]["library"]["name"], "analytics-python");
+    assert_eq!(v["context"]["ip"], "10.0.0.1");
+}
+
+#[test]
+fn a_write_key_in_the_event_is_never_stored() {
+    let v = run(r#"{"userId":"u","event":"e","writeKey":"secret"}"#, &info(Some(Kind::Track), None)).unwrap();
+    assert!(v.get("writeKey").is_none(), "{v}");
 }

@@ -117,3 +117,21 @@ pub fn wait_healthy(child: &mut Child, port: u16, log: &Path) {
         fs::read_to_string(log).unwrap_or_default()
     );
 }
+
+/// Where the Prometheus metrics of a server listening on `port` are: the one place to change if
+/// metrics move to another listener.
+#[allow(dead_code)]
+pub fn metrics_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/metrics")
+}
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as rendered, labels in the
+/// order the exporter writes them), or 0 when absent.
+#[allow(dead_code)]
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -1,6 +1,7 @@
 //! The helper library registered with every transformation's engine. Each helper is documented,
 //! with an example, in `docs/transforms.md`; keep the two in step.
 
+pub mod names;
 pub mod scrub;
 pub mod text;
 pub mod walk;

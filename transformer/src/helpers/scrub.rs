@@ -17,12 +17,19 @@
 //!    left alone by mask and hash; a matched object is replaced whole.
 //! 3. With `redact_text_emails` (default), email addresses inside every remaining string value
 //!    become `[email]`, including the mask replacement itself.
+//!
+//! With `person_names` (default), two rules join in (see `names.rs`, and docs/transforms.md):
+//! keys that hold a person's name (`author_name`, `senderName`...) are treated like the keys in
+//! `fields`, and the names the event carries in `traits` / `context.traits` become `[name]`
+//! wherever they appear as words in the strings of `properties` and `traits`. With
+//! `person_names: false` the output is exactly the granular script's.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use rhai::{Dynamic, ImmutableString, Map};
 
+use super::names;
 use super::text;
 use super::walk::{self, Names};
 use super::DEFAULT_MASK_REPLACEMENT;
@@ -65,6 +72,7 @@ pub struct ScrubOptions {
     mode: Mode,
     hmac_key: Option<ImmutableString>,
     redact_text_emails: bool,
+    person_names: bool,
 }
 
 impl Default for ScrubOptions {
@@ -74,6 +82,7 @@ impl Default for ScrubOptions {
             mode: Mode::Mask(DEFAULT_MASK_REPLACEMENT.into()),
             hmac_key: None,
             redact_text_emails: true,
+            person_names: true,
         }
     }
 }
@@ -104,6 +113,11 @@ impl ScrubOptions {
                 format!("scrub_pii redact_text_emails must be true or false, not {t}")
             })?;
         }
+        if let Some(on) = option(options, "person_names") {
+            out.person_names = on.as_bool().map_err(|t| {
+                format!("scrub_pii person_names must be true or false, not {t}")
+            })?;
+        }
         let mode = option(options, "mode").and_then(|m| m.as_immutable_string_ref().ok().map(|m| m.clone()));
         out.mode = match mode.as_ref().map(|m| m.as_str()) {
             Some("drop") => Mode::Drop,
@@ -132,12 +146,19 @@ impl ScrubOptions {
     fn key(&self) -> Option<&str> {
         self.hmac_key.as_ref().map(|k| k.as_str())
     }
+
+    /// Whether the field rules apply to `key`.
+    fn is_field(&self, key: &str) -> bool {
+        self.fields.matches(key) || self.person_names && names::is_person_name_key(key)
+    }
 }
 
 /// Scrubs `event` in place; returns the number of values changed (pseudonymised, masked,
 /// dropped, hashed or email-redacted).
 pub fn scrub_pii(event: &mut Map, opts: &ScrubOptions) -> usize {
     let mut changed = 0;
+    // Read before the field rules mask them.
+    let carried = if opts.person_names { names::carried_names(event) } else { Vec::new() };
     for (key, value) in event.iter_mut() {
         if IDENTITY_NAMES.matches(key) {
             let pseudonym = match value.as_immutable_string_ref() {
@@ -151,7 +172,7 @@ pub fn scrub_pii(event: &mut Map, opts: &ScrubOptions) -> usize {
             }
         }
         changed += match key.as_str() {
-            "traits" | "properties" => fields_in(value, opts),
+            "traits" | "properties" => fields_in(value, opts) + names::redact_names_in(value, &carried),
             "context" => context(value, opts),
             _ => redact(value, opts),
         };
@@ -188,16 +209,15 @@ fn fields_in(value: &mut Dynamic, opts: &ScrubOptions) -> usize {
 }
 
 fn fields_in_map(map: &mut Map, opts: &ScrubOptions) -> usize {
-    let fields: &Names = &opts.fields;
     let mut changed = 0;
     if let Mode::Drop = opts.mode {
         let before = map.len();
-        map.retain(|k, _| !fields.matches(k));
+        map.retain(|k, _| !opts.is_field(k));
         changed += before - map.len();
     }
     for (k, v) in map.iter_mut() {
         // A matched value is replaced whole and not descended into (as the granular helpers).
-        let hit = !v.is_unit() && !matches!(opts.mode, Mode::Drop) && fields.matches(k);
+        let hit = !v.is_unit() && !matches!(opts.mode, Mode::Drop) && opts.is_field(k);
         if !hit {
             changed += fields_in(v, opts);
             continue;
