@@ -33,6 +33,8 @@ pub struct Stats {
     pub queued: u64,
     /// Durable mode: bytes of the queue's segment files.
     pub disk_bytes: u64,
+    /// Durable mode: fsyncs of the queue (fewer than events when `send()`s overlap: group commit).
+    pub disk_syncs: u64,
 }
 
 struct Inner {
@@ -291,7 +293,7 @@ impl Client {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return Err(Error::Timeout {
-                    pending: target - low,
+                    pending: (target - low).min(st.pending(shared.durable)),
                     waited: timeout,
                 });
             }
@@ -322,9 +324,12 @@ impl Client {
         match tokio::time::timeout(timeout, wait).await {
             Ok(()) => Ok(()),
             Err(_) => {
-                let low = shared.lock().low_water(shared.durable);
+                let st = shared.lock();
+                let pending = target
+                    .saturating_sub(st.low_water(shared.durable))
+                    .min(st.pending(shared.durable));
                 Err(Error::Timeout {
-                    pending: target.saturating_sub(low),
+                    pending,
                     waited: timeout,
                 })
             }
@@ -363,8 +368,9 @@ impl Client {
             rejected: get(&c.rejected),
             unauthorized: get(&c.unauthorized),
             batches: get(&c.batches),
-            queued: st.next_seq - st.low_water(shared.durable),
+            queued: st.pending(shared.durable),
             disk_bytes: st.disk_bytes,
+            disk_syncs: get(&c.disk_syncs),
         }
     }
 }

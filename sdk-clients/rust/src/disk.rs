@@ -23,7 +23,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::shared::{Item, Shared};
+use crate::shared::{Counters, Item, Shared};
 use crate::Error;
 
 const HEADER: usize = 8;
@@ -254,6 +254,7 @@ impl DiskQueue {
                 None => Err(io::Error::other("the durable queue segment is not open")),
             };
             let n = batch.len() as u64;
+            Counters::add(&shared.counters.disk_syncs, 1);
             match result {
                 Ok(()) => {
                     len += buf.len() as u64;

@@ -72,7 +72,10 @@ impl Sender {
                     if let (Some((disk, _)), Some(pos)) = (&self.disk, ack) {
                         disk.ack(&self.shared, pos);
                     }
-                    self.shared.lock().inflight_first = None;
+                    let mut st = self.shared.lock();
+                    st.inflight_first = None;
+                    st.inflight_len = 0;
+                    drop(st);
                     self.shared.notify_changed();
                 }
                 false => return,
@@ -110,6 +113,7 @@ impl Sender {
             }
             *bytes += item.bytes.len() + 1;
             batch.push(item);
+            st.inflight_len = batch.len();
             took = true;
         }
         drop(st);

@@ -31,6 +31,8 @@ pub(crate) struct State {
     pub read_seq: u64,
     /// First sequence number of the batch the sender holds, if any.
     pub inflight_first: Option<u64>,
+    /// Memory mode: events in the batch the sender holds.
+    pub inflight_len: usize,
     /// The sender sends partial batches at once while `low_water() < flush_until`.
     pub flush_until: u64,
     /// Durable mode: bytes of segment files on disk plus appends reserved but not yet written.
@@ -44,6 +46,16 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Events accepted and not finished. Memory mode counts what is held (dropped events leave
+    /// gaps in the sequence); durable mode never drops, so the sequence says it.
+    pub fn pending(&self, durable: bool) -> u64 {
+        if durable {
+            self.next_seq - self.low_water(true)
+        } else {
+            (self.queue.len() + self.inflight_len) as u64
+        }
+    }
+
     /// Every event with a sequence number below this is finished (sent, rejected or dropped).
     pub fn low_water(&self, durable: bool) -> u64 {
         let mut w = self.next_seq;
@@ -67,6 +79,7 @@ pub(crate) struct Counters {
     pub rejected: AtomicU64,
     pub unauthorized: AtomicU64,
     pub batches: AtomicU64,
+    pub disk_syncs: AtomicU64,
 }
 
 impl Counters {

@@ -123,10 +123,12 @@ impl Collector {
         }
     }
 
-    /// Every event the files destination wrote so far.
+    /// Every event the files destination wrote so far, in log order.
     pub fn delivered(&self) -> Vec<serde_json::Value> {
         let mut files = Vec::new();
         collect(&self.dir.path().join("out"), &mut files);
+        // Named `{first_offset:020}-{last_offset:020}`: the name orders them.
+        files.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
         let mut events = Vec::new();
         for f in files {
             let Ok(file) = fs::File::open(&f) else { continue };
