@@ -374,3 +374,37 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Identity;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn client_and_its_futures_cross_threads() {
+        fn handle<T: Clone + Send + Sync + 'static>() {}
+        handle::<Client>();
+        let client = Client::new(ClientConfig::new("http://127.0.0.1:9", "k")).unwrap();
+        let send = client.send_async(Message::track(Identity::user("u"), "E"));
+        is_send(&send);
+        drop(send);
+        let flush = client.flush_async(Duration::from_millis(1));
+        is_send(&flush);
+    }
+
+    #[test]
+    fn config_errors_are_refused_before_anything_starts() {
+        let bad = [
+            ClientConfig::new("ftp://x", "k"),
+            ClientConfig::new("http://x", ""),
+            ClientConfig::new("http://x", "k").max_batch_bytes(5 << 20),
+            ClientConfig::new("http://x", "k").max_event_bytes(2 << 20),
+            ClientConfig::new("http://x", "k").max_batch_events(0),
+        ];
+        for c in bad {
+            assert!(matches!(Client::new(c), Err(Error::Config(_))));
+        }
+    }
+}

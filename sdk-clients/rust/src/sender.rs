@@ -44,7 +44,12 @@ pub(crate) struct Sender {
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP date (RFC 9110 10.2.3).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -312,5 +317,28 @@ impl Sender {
             },
             _ => Answer::Refused { status, body },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let at = (Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let d = parse_retry_after(&at).unwrap();
+        assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
+        assert_eq!(parse_retry_after("Mon, 01 Jan 2001 00:00:00 +0000"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn offender_index_from_the_collector_message() {
+        let body = r#"{"error":"invalid_event","message":"batch[37]: timestamp is not RFC 3339"}"#;
+        assert_eq!(offender_hint(body), Some(37));
+        assert_eq!(offender_hint(r#"{"error":"malformed_json","message":"expected value"}"#), None);
+        assert_eq!(offender_hint("not json"), None);
     }
 }

@@ -29,16 +29,23 @@ pub fn sluice_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let bin = target_debug().join("sluice");
-    if !bin.exists() {
+    // Tests run in parallel: one of them builds, the others wait for it.
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        if bin.exists() {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
         let status = Command::new(cargo)
             .args(["build", "-p", "sluice", "--bin", "sluice", "--manifest-path"])
             .arg(manifest)
-            .status()
-            .expect("run cargo build -p sluice");
-        assert!(status.success(), "cargo build -p sluice failed");
-    }
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "building the collector failed; build it first with `cargo build -p sluice` or set SLUICE_BIN"
+        );
+    });
     bin
 }
 
