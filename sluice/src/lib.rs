@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod dlq_cmd;
+pub mod reconcile;
 pub mod run;
