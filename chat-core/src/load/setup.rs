@@ -52,7 +52,6 @@ pub enum Kind {
 pub struct SimChannel {
     pub id: String,
     pub kind: Kind,
-    pub members: usize,
     pub last_post: Mutex<Option<String>>,
 }
 
@@ -232,7 +231,7 @@ pub async fn setup(o: &Options, run_id: &str) -> Result<World, String> {
             .await;
         first_error(&format!("joining {name}"), results)?;
         let idx = world.channels.len();
-        world.channels.push(SimChannel { id: cid, kind, members: members.len(), last_post: Mutex::new(None) });
+        world.channels.push(SimChannel { id: cid, kind, last_post: Mutex::new(None) });
         for m in members {
             let u = &world.users[m];
             match kind {
@@ -251,7 +250,7 @@ pub async fn setup(o: &Options, run_id: &str) -> Result<World, String> {
         let (a, b) = (world.users[i].clone(), world.users[(i + 1) % n].clone());
         let ch = json_of(call(&world.http, reqwest::Method::POST, world.url("/channels/direct"), Some(&a.token()), Some(json!([a.id(), b.id()]))).await?).await?;
         let idx = world.channels.len();
-        world.channels.push(SimChannel { id: ch["id"].as_str().unwrap_or_default().to_string(), kind: Kind::Direct, members: 2, last_post: Mutex::new(None) });
+        world.channels.push(SimChannel { id: ch["id"].as_str().unwrap_or_default().to_string(), kind: Kind::Direct, last_post: Mutex::new(None) });
         a.dms.lock().unwrap().push(idx);
         b.dms.lock().unwrap().push(idx);
     }
