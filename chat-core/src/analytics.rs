@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::ledger::Ledger;
-use crate::sdk::{Client, ClientConfig, Identity, Message};
+use sluice_analytics::{Client, ClientConfig, Identity, Message};
 use crate::ChatError;
 
 #[derive(Clone)]

@@ -9,12 +9,8 @@ pub mod api;
 pub mod hub;
 pub mod ledger;
 pub mod load;
-mod sdk_standin;
 pub mod store;
 pub mod ws;
-
-/// The SDK as the rest of the crate sees it (one line to switch).
-pub(crate) use sdk_standin as sdk;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
