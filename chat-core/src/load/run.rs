@@ -170,10 +170,15 @@ fn ticker(sim: Arc<Sim>, rate: f64, action: Action) -> JoinHandle<()> {
                     Action::Post => post(&sim, false).await,
                     Action::WarRoom => post(&sim, true).await,
                     Action::Read => read(&sim).await,
-                    Action::Churn => churn(&sim).await,
+                    Action::Churn => churn(&sim).await.map_err(|e| (e, true)),
                 };
-                if let Err(e) = result {
-                    sim.stats.error(e);
+                match result {
+                    Ok(()) => {}
+                    // The churn ticker logged the user out while this action was on its way.
+                    Err((e, still_online)) if e.starts_with("401") && !still_online => {
+                        sim.stats.raced_logout.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err((e, _)) => sim.stats.error(e),
                 }
                 sim.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             });
@@ -214,8 +219,13 @@ fn pick_channel(sim: &Sim, u: &SimUser, rng: &mut impl Rng) -> Option<usize> {
     pool.choose(rng).copied()
 }
 
-async fn post(sim: &Sim, war_room: bool) -> Result<(), String> {
+/// Errors carry whether the acting user was still online when the action failed.
+async fn post(sim: &Sim, war_room: bool) -> Result<(), (String, bool)> {
     let Some(u) = random_online(sim, war_room) else { return Ok(()) };
+    post_as(sim, war_room, &u).await.map_err(|e| (e, u.online.load(Ordering::Relaxed)))
+}
+
+async fn post_as(sim: &Sim, war_room: bool, u: &Arc<SimUser>) -> Result<(), String> {
     let w = &sim.world;
     let (idx, text, reply, typing) = {
         let mut rng = rand::rng();
@@ -245,8 +255,12 @@ async fn post(sim: &Sim, war_room: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn read(sim: &Sim) -> Result<(), String> {
+async fn read(sim: &Sim) -> Result<(), (String, bool)> {
     let Some(u) = random_online(sim, false) else { return Ok(()) };
+    read_as(sim, &u).await.map_err(|e| (e, u.online.load(Ordering::Relaxed)))
+}
+
+async fn read_as(sim: &Sim, u: &Arc<SimUser>) -> Result<(), String> {
     let w = &sim.world;
     let (idx, react) = {
         let mut rng = rand::rng();

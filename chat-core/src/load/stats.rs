@@ -17,6 +17,8 @@ pub struct Stats {
     pub errors: AtomicU64,
     pub connection_errors: AtomicU64,
     pub shed: AtomicU64,
+    /// Actions answered 401 because their user logged out while they were on the way.
+    pub raced_logout: AtomicU64,
     pub in_flight: AtomicI64,
     pub ws_connected: AtomicI64,
     pub ws_peak: AtomicI64,
@@ -86,6 +88,7 @@ impl Stats {
             connection_errors: get(&self.connection_errors),
             ws_connect_errors: get(&self.ws_connect_errors),
             shed: get(&self.shed),
+            raced_logout: get(&self.raced_logout),
             post_p50_ms: percentile(&lat, 0.50),
             post_p99_ms: percentile(&lat, 0.99),
             post_max_ms: percentile(&lat, 1.0),
@@ -135,6 +138,7 @@ pub struct Summary {
     pub connection_errors: u64,
     pub ws_connect_errors: u64,
     pub shed: u64,
+    pub raced_logout: u64,
     pub post_p50_ms: f64,
     pub post_p99_ms: f64,
     pub post_max_ms: f64,
@@ -154,8 +158,9 @@ impl std::fmt::Display for Summary {
         writeln!(f, "  post latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", self.post_p50_ms, self.post_p99_ms, self.post_max_ms)?;
         write!(
             f,
-            "  errors: {} answered with an error, {} connection failures, {} WebSocket connect failures, {} actions shed (over --max-in-flight)",
-            self.errors, self.connection_errors, self.ws_connect_errors, self.shed
+            "  errors: {} answered with an error, {} connection failures, {} WebSocket connect failures, {} actions shed (over --max-in-flight); \
+             {} actions raced their user's logout (401, not counted as errors)",
+            self.errors, self.connection_errors, self.ws_connect_errors, self.shed, self.raced_logout
         )?;
         if let Some(e) = &self.last_error {
             write!(f, "\n  last error: {}", e.chars().take(200).collect::<String>())?;
