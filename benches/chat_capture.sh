@@ -20,10 +20,12 @@ COMPRESSION=${COMPRESSION:-1}
 ONLINE=${ONLINE:-0.3}
 WAR_ROOM=${WAR_ROOM:-0}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
-BIN=$TARGET/release
+PROFILE=${PROFILE:-release}   # debug only to try the script: figures from debug builds mean little
+BIN=$TARGET/$PROFILE
+SLUICE=${SLUICE_BIN:-$BIN/sluice}
 OUT=${OUT:-$(mktemp -d /tmp/chat-capture.XXXXXX)}
-for b in sluice chat-core chat-load; do
-  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release -p sluice -p chat-core" >&2; exit 2; }
+for b in "$SLUICE" "$BIN/chat-core" "$BIN/chat-load"; do
+  [ -x "$b" ] || { echo "missing $b: cargo build --release -p sluice -p chat-core" >&2; exit 2; }
 done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SLUICE_PORT=$(free_port); CHAT_PORT=$(free_port)
@@ -32,7 +34,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-start_sluice() { "$BIN/sluice" run --config config/sluice.yaml >>"$OUT/sluice.log" 2>&1 & SLUICE_PID=$!; echo "$SLUICE_PID" >"$OUT/sluice.pid"; PIDS+=("$SLUICE_PID"); wait_url "http://$SLUICE_LISTEN/health"; }
+start_sluice() { "$SLUICE" run --config config/sluice.yaml >>"$OUT/sluice.log" 2>&1 & SLUICE_PID=$!; echo "$SLUICE_PID" >"$OUT/sluice.pid"; PIDS+=("$SLUICE_PID"); wait_url "http://$SLUICE_LISTEN/health"; }
 start_chat() { # $1 = on|off, $2 = data dir
   "$BIN/chat-core" --listen "127.0.0.1:$CHAT_PORT" --data-dir "$2" --sluice-url "http://$SLUICE_LISTEN" --analytics "$1" >>"$OUT/chat-$1.log" 2>&1 &
   CHAT_PID=$!; echo "$CHAT_PID" >"$OUT/chat.pid"; PIDS+=("$CHAT_PID"); wait_url "http://127.0.0.1:$CHAT_PORT/api/v4/system/ping"; }
@@ -52,7 +54,7 @@ run_load() { # $1 = on|off
     --duration "$DURATION" --war-room-rate "$WAR_ROOM" --summary-json "$OUT/summary-$1.json" --progress-every 10 \
     >"$OUT/load-$1.txt" 2>"$OUT/load-$1.log" & LOAD_PID=$!; PIDS+=("$LOAD_PID"); }
 
-echo "work dir: $OUT; $USERS users, $DURATION s, SIGKILL of Sluice at ${KILL_AT}s of the run phase; $(nproc) cores" >&2
+echo "work dir: $OUT; $PROFILE build; $USERS users, $DURATION s, SIGKILL of Sluice at ${KILL_AT}s of the run phase; $(nproc) cores" >&2
 start_sluice
 start_chat on "$OUT/chat-on"
 run_load on
@@ -65,7 +67,7 @@ start_sluice
 wait "$LOAD_PID" || true
 wait "$SAMPLER" || true
 RECONCILE_RC=0
-"$BIN/sluice" reconcile --config config/sluice.yaml --ledger "$OUT/chat-on/emitted.ledger" --wait 300 >"$OUT/reconcile.txt" || RECONCILE_RC=$?
+"$SLUICE" reconcile --config config/sluice.yaml --ledger "$OUT/chat-on/emitted.ledger" --wait 300 >"$OUT/reconcile.txt" || RECONCILE_RC=$?
 kill "$CHAT_PID" 2>/dev/null || true
 
 start_chat off "$OUT/chat-off"

@@ -34,6 +34,8 @@ with open(os.path.join(d, "emitted.ledger"), "w") as ledger:
 PY
 cat > "$DIR/sluice.yaml" <<YAML
 data_dir: $DIR/data
+collector:
+  listen: 127.0.0.1:1
 sources:
   - id: default
     write_keys: [k]

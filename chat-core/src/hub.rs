@@ -19,9 +19,12 @@ pub struct ChannelInfo {
 /// Text frames already serialised once, shared by every receiver.
 pub type Frame = Arc<str>;
 
+/// The open connections of one user: (connection id, its frame queue).
+type Connections = Vec<(u64, mpsc::Sender<Frame>)>;
+
 #[derive(Default)]
 pub struct Hub {
-    conns: RwLock<HashMap<String, Vec<(u64, mpsc::Sender<Frame>)>>>,
+    conns: RwLock<HashMap<String, Connections>>,
     channels: RwLock<HashMap<String, Arc<ChannelInfo>>>,
     tokens: RwLock<HashMap<String, String>>,
     next_conn: AtomicU64,

@@ -229,7 +229,7 @@ async fn post_as(sim: &Sim, war_room: bool, u: &Arc<SimUser>) -> Result<(), Stri
     let w = &sim.world;
     let (idx, text, reply, typing) = {
         let mut rng = rand::rng();
-        let idx = if war_room { w.war_room } else { pick_channel(sim, &u, &mut rng) };
+        let idx = if war_room { w.war_room } else { pick_channel(sim, u, &mut rng) };
         let Some(idx) = idx else { return Ok(()) };
         (idx, message(&mut rng), rng.random_bool(0.3), rng.random_bool(0.5))
     };
