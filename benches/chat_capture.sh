@@ -24,6 +24,7 @@ PROFILE=${PROFILE:-release}   # debug only to try the script: figures from debug
 BIN=$TARGET/$PROFILE
 SLUICE=${SLUICE_BIN:-$BIN/sluice}
 OUT=${OUT:-$(mktemp -d /tmp/chat-capture.XXXXXX)}
+mkdir -p "$OUT"
 for b in "$SLUICE" "$BIN/chat-core" "$BIN/chat-load"; do
   [ -x "$b" ] || { echo "missing $b: cargo build --release -p sluice -p chat-core" >&2; exit 2; }
 done
