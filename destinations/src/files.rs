@@ -93,6 +93,60 @@ impl Destination for FilesDestination {
     }
 }
 
+/// Every `messageId` in the files under the sink's path (read back for `sluice reconcile`).
+/// Files are decoded on all cores; files still being written (a leading dot) are skipped.
+pub fn landed_ids(config: &FilesConfig) -> Result<crate::LandedIds, DeliveryError> {
+    let mut files = Vec::new();
+    let mut stack = vec![config.path.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(DeliveryError::Config(format!("cannot read {}: {e}", dir.display()))),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else if name.to_string_lossy().ends_with(".ndjson.gz") {
+                files.push(entry.path());
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<crate::LandedIds, DeliveryError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut ids = crate::LandedIds::default();
+                    let mut text = Vec::new();
+                    for path in part {
+                        text.clear();
+                        let file = std::fs::File::open(path)?;
+                        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)), &mut text)
+                            .map_err(|e| DeliveryError::Config(format!("{}: {e}", path.display())))?;
+                        ids.push_ndjson(&text);
+                        ids.objects += 1;
+                    }
+                    Ok(ids)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(DeliveryError::Config("reader thread panicked".into())))).collect()
+    });
+    let mut all = crate::LandedIds::default();
+    for part in parts {
+        all.append(part?);
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +198,8 @@ mod tests {
         assert_eq!(files.len(), 1, "a retried batch must replace its file: {files:?}");
         assert_eq!(files[0].0, "00000000000000000003-00000000000000000004.ndjson.gz");
         assert_eq!(files[0].1, "{\"messageId\":\"m3\"}\n{\"messageId\":\"m4\"}\n");
+        let landed = landed_ids(&FilesConfig { path: dir.path().into(), gzip_level: 6 }).unwrap();
+        assert_eq!((landed.others.clone(), landed.objects), (vec!["m3".to_string(), "m4".to_string()], 1));
     }
 
     /// A batch received at 13:59 and retried after 14:00 must land on its first file, in the

@@ -17,11 +17,13 @@ use serde::Deserialize;
 
 mod error;
 pub mod files;
+pub mod readback;
 pub mod s3;
 pub mod snowflake;
 pub mod webhook;
 
 pub use error::DeliveryError;
+pub use readback::LandedIds;
 
 /// One event on its way to a destination, after filtering and transformation.
 #[derive(Debug, Clone)]

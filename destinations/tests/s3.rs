@@ -343,3 +343,27 @@ async fn without_received_at_the_object_is_filed_under_the_delivery_hour() {
     let found = keys(&client, &bucket).await;
     assert!(found[0].starts_with(&before) || found[0].starts_with(&after), "{found:?} vs {before}");
 }
+
+/// `landed_ids` (what `sluice reconcile` reads) finds every event of both formats, under the
+/// prefix only, and counts a repeated event as a repeat.
+#[tokio::test(flavor = "multi_thread")]
+async fn landed_ids_reads_back_every_event_of_both_formats() {
+    let (client, endpoint, bucket) = fresh_bucket("landed_ids").await;
+    let ndjson = S3Destination::new(config(&endpoint, &bucket, S3Format::NdjsonGzip)).await.unwrap();
+    ndjson.deliver(&batch((0..5).map(|o| event(o, "web", json!({}))).collect())).await.unwrap();
+    let mut parquet_config = config(&endpoint, &bucket, S3Format::Parquet);
+    parquet_config.prefix = "events/raw/pq".into();
+    let parquet = S3Destination::new(parquet_config.clone()).await.unwrap();
+    parquet.deliver(&batch((4..9).map(|o| event(o, "web", json!({}))).collect())).await.unwrap();
+    client.put_object().bucket(&bucket).key("elsewhere/x.ndjson.gz").body(Vec::new().into()).send().await.unwrap();
+
+    let landed = sluice_destinations::s3::landed_ids(&config(&endpoint, &bucket, S3Format::NdjsonGzip)).await.unwrap();
+    let mut ids = landed.others.clone();
+    ids.sort();
+    let mut expected: Vec<String> = (0..9).chain([4]).map(|o| format!("m{o}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "m4 was written twice");
+    assert_eq!((landed.objects, landed.without_id), (2, 0));
+    let only_parquet = sluice_destinations::s3::landed_ids(&parquet_config).await.unwrap();
+    assert_eq!(only_parquet.others.len(), 5);
+}

@@ -4,4 +4,5 @@
 pub mod config;
 pub mod dlq_cmd;
 pub mod log_cmd;
+pub mod reconcile;
 pub mod run;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice::{config, dlq_cmd, log_cmd, run};
+use sluice::{config, dlq_cmd, log_cmd, reconcile, run};
 
 /// Sluice: a durable, self-hosted event pipeline.
 #[derive(Parser)]
@@ -35,6 +35,24 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Compare an emission ledger with what each destination holds; exit 1 when ids are missing.
+    Reconcile {
+        #[arg(long, default_value = "config/sluice.yaml")]
+        config: PathBuf,
+        /// The application's emission ledger (chat-core: <data_dir>/emitted.ledger), or a file of
+        /// one id per line.
+        #[arg(long)]
+        ledger: PathBuf,
+        /// Only these destinations (repeatable); default: every enabled one.
+        #[arg(long)]
+        destination: Vec<String>,
+        /// Read again every 2 s until nothing is missing, for at most this many seconds.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// How many missing ids to print per destination.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
     },
     /// Look at the event log's cursors and drop stale ones.
     Log {
@@ -185,6 +203,18 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 DlqCommand::Purge { destination } => {
                     println!("purged {} entries", dlq_cmd::purge(&c, destination.as_deref())?);
                 }
+            }
+        }
+        Command::Reconcile { config, ledger, destination, wait, show } => {
+            let c = config::load(&config)?;
+            let options = reconcile::Options {
+                ledger: &ledger,
+                destinations: &destination,
+                wait: std::time::Duration::from_secs(wait),
+                show,
+            };
+            if !reconcile::run(&c, &options, stdout)? {
+                return Ok(ExitCode::from(1));
             }
         }
     }

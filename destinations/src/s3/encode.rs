@@ -224,6 +224,38 @@ fn object_text(object: &BTreeMap<Cow<'_, str>, &RawValue>) -> String {
     out
 }
 
+/// The `messageId`s of one object this sink wrote (the `id` column of a Parquet object).
+pub fn read_ids(key: &str, body: Bytes) -> Result<crate::LandedIds, DeliveryError> {
+    use arrow::array::{Array, StringArray};
+    let mut ids = crate::LandedIds { objects: 1, ..Default::default() };
+    if key.ends_with(".parquet") {
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)
+            .map_err(|e| DeliveryError::Config(format!("{key}: not Parquet: {e}")))?;
+        let column = builder.schema().index_of("id").map_err(|e| DeliveryError::Config(format!("{key}: {e}")))?;
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [column]);
+        let reader = builder.with_projection(mask).build().map_err(|e| DeliveryError::Config(format!("{key}: {e}")))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| DeliveryError::Config(format!("{key}: {e}")))?;
+            let Some(array) = batch.column(0).as_any().downcast_ref::<StringArray>() else {
+                return Err(DeliveryError::Config(format!("{key}: the id column is not text")));
+            };
+            for i in 0..array.len() {
+                if array.is_null(i) {
+                    ids.without_id += 1;
+                } else {
+                    ids.push(array.value(i));
+                }
+            }
+        }
+    } else {
+        let mut text = Vec::with_capacity(body.len() * 4);
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut text)
+            .map_err(|e| DeliveryError::Config(format!("{key}: not gzip: {e}")))?;
+        ids.push_ndjson(&text);
+    }
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -309,3 +309,63 @@ impl Destination for S3Destination {
         self.config.timeout() + Duration::from_secs(5)
     }
 }
+
+/// Every `messageId` in the sink's objects (read back for `sluice reconcile`): lists the bucket
+/// under the prefix and reads `.ndjson.gz` and `.parquet` objects, eight at a time.
+pub async fn landed_ids(config: &S3Config) -> Result<crate::LandedIds, DeliveryError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    config.validate().map_err(DeliveryError::Config)?;
+    let client = config.client().await?;
+    let prefix = config.prefix.trim_matches('/');
+    let mut keys = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = client.list_objects_v2().bucket(&config.bucket);
+        if !prefix.is_empty() {
+            req = req.prefix(format!("{prefix}/"));
+        }
+        if let Some(t) = token.take() {
+            req = req.continuation_token(t);
+        }
+        let page = req.send().await.map_err(|e| DeliveryError::temporary(format!("listing s3://{}/{prefix}: {e:?}", config.bucket)))?;
+        for object in page.contents() {
+            if let Some(key) = object.key() {
+                if key.ends_with(".ndjson.gz") || key.ends_with(".parquet") {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    let client = &client;
+    let parts: Vec<crate::LandedIds> = stream::iter(keys)
+        .map(|key| async move {
+            let object = client
+                .get_object()
+                .bucket(&config.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| DeliveryError::temporary(format!("reading s3://{}/{key}: {e:?}", config.bucket)))?;
+            let body = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| DeliveryError::temporary(format!("reading s3://{}/{key}: {e}", config.bucket)))?
+                .into_bytes();
+            tokio::task::spawn_blocking(move || encode::read_ids(&key, body))
+                .await
+                .map_err(|e| DeliveryError::temporary(format!("decoding task failed: {e}")))?
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    let mut all = crate::LandedIds::default();
+    for part in parts {
+        all.append(part);
+    }
+    Ok(all)
+}
