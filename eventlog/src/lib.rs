@@ -33,7 +33,7 @@ mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -160,6 +160,12 @@ pub(crate) struct Shared {
     pub committed: watch::Receiver<Committed>,
     /// Last committed cursor of every consumer that opened a reader in this process.
     pub cursors: Mutex<HashMap<String, u64>>,
+    pub budget_bytes: u64,
+    /// The last group had appends refused for the budget; cleared by a group that fits or by a
+    /// segment deletion (room was made, the next append will tell).
+    pub refusing: AtomicBool,
+    /// Why the last write failed; cleared by the next successful one (stays when poisoned).
+    pub write_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -238,6 +244,34 @@ impl EventLog {
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// What readiness checks and the log-filling alert look at.
+    pub fn health(&self) -> LogHealth {
+        LogHealth {
+            size_bytes: self.size_bytes(),
+            budget_bytes: self.shared.budget_bytes,
+            refusing_appends: self.shared.refusing.load(Ordering::Relaxed),
+            write_error: self.shared.write_error.lock().unwrap().clone(),
+        }
+    }
+}
+
+/// The log's state as operators see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogHealth {
+    pub size_bytes: u64,
+    pub budget_bytes: u64,
+    /// Appends are being refused because the disk budget is used up (ingest answers 503).
+    pub refusing_appends: bool,
+    /// The last write failed with this error (ingest answers 503 `log_unavailable`).
+    pub write_error: Option<String>,
+}
+
+impl LogHealth {
+    /// Share of the disk budget in use, 0.0 to 1.0.
+    pub fn used_ratio(&self) -> f64 {
+        self.size_bytes as f64 / self.budget_bytes.max(1) as f64
     }
 }
 

@@ -14,6 +14,7 @@ use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent};
 use sluice_eventlog::{EventLog, Reader, Record};
+use sluice_recent::RecentErrors;
 use sluice_transformer::{Chain, Meta};
 use tokio::sync::watch;
 
@@ -31,8 +32,10 @@ pub(crate) struct Worker {
     pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
-    /// Unix ms since which deliveries have been failing; 0 while healthy. Shared by the lanes.
-    pub failing_since: AtomicI64,
+    /// Unix ms since which deliveries have been failing; 0 while healthy. Shared by the lanes
+    /// and with the admin listener's readiness report.
+    pub failing_since: Arc<AtomicI64>,
+    pub recent: Arc<RecentErrors>,
 }
 
 /// Events read and processed, waiting for their batch to be delivered.
@@ -244,6 +247,7 @@ impl Worker {
                     }
                     let wait = error.retry_after().unwrap_or_default().max(retry.backoff(attempt - 1));
                     metrics::counter!(metric::RETRIED, "destination" => dest.clone()).increment(1);
+                    self.recent.push("delivery_failed", &dest, format_args!("attempt {attempt}: {error}; retrying in {} ms", wait.as_millis()));
                     tracing::warn!(destination = %dest, attempt, %error, wait_ms = wait.as_millis() as u64, "batch delivery failed; will retry");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -333,6 +337,11 @@ impl Worker {
             }
         };
         metrics::counter!(metric::DEAD_LETTERED, "destination" => self.id.to_string()).increment(count as u64);
+        let kind = match stage {
+            Stage::Transform => "transform_failed",
+            Stage::Delivery => "dead_lettered",
+        };
+        self.recent.push(kind, &self.id, format_args!("{count} event(s) dead-lettered (entry {id}): {reason}"));
         if let Some(alerts) = self.alerts.clone() {
             let text = format!(
                 ":rotating_light: Sluice dead-lettered {count} event(s) for destination `{}` (entry {id}): {reason}. Inspect with `sluice dlq show {id}`, replay with `sluice dlq replay --destination {}`.",
