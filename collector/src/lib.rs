@@ -174,6 +174,9 @@ impl Collector {
                 }
             }
         }
+        for code in CollectError::CODES {
+            metrics::counter!(metric::REJECTED, "reason" => code).increment(0);
+        }
         let request_seconds = metrics::histogram!(metric::REQUEST_SECONDS);
         Ok(Collector { config, by_key, log, request_seconds, recent_errors: Arc::default() })
     }

@@ -53,6 +53,8 @@ pub mod metric {
     pub const SIZE_BYTES: &str = "sluice_log_size_bytes";
     /// Gauge: next offset to be written (records ever appended).
     pub const NEXT_OFFSET: &str = "sluice_log_next_offset";
+    /// Gauge: `disk_budget_bytes`, so dashboards can draw the size against it.
+    pub const DISK_BUDGET_BYTES: &str = "sluice_log_disk_budget_bytes";
 }
 
 /// Settings of the embedded log (`log:` in the YAML config).
@@ -187,6 +189,10 @@ impl EventLog {
         config.validate().map_err(LogError::Config)?;
         let (shared, active) = segment::recover(&config)?;
         let (tx, rx) = mpsc::channel(4096);
+        // Published at once: a restarted process must not show an empty log until the next write.
+        metrics::gauge!(metric::DISK_BUDGET_BYTES).set(config.disk_budget_bytes as f64);
+        metrics::gauge!(metric::SIZE_BYTES).set(shared.size_bytes.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(metric::NEXT_OFFSET).set(shared.committed.borrow().next_offset as f64);
         writer::spawn(config, shared.clone(), active, rx)?;
         Ok(EventLog { shared, tx })
     }

@@ -14,8 +14,14 @@ pub struct Alerter {
 }
 
 impl Alerter {
+    /// Every kind of alert, for the `kind` label of the alerts counter.
+    pub const KINDS: [&'static str; 4] = ["failing", "dead_letter", "log_nearly_full", "log_full"];
+
     pub fn new(config: AlertsConfig) -> Self {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("static client config");
+        for kind in Self::KINDS {
+            metrics::counter!(crate::metric::ALERTS_SENT, "kind" => kind).increment(0);
+        }
         Alerter { config, client, last_sent: Mutex::new(HashMap::new()) }
     }
 

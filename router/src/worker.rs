@@ -54,6 +54,12 @@ impl Worker {
     /// user's order, and the cursor moves to the end of batch N only once N is delivered.
     pub async fn run(self, mut reader: Reader, mut shutdown: watch::Receiver<bool>) {
         let id = self.id.clone();
+        // Every series of this destination exists from the start at 0, so that the first dead
+        // letter or retry is an increase Prometheus sees (rules alert on increase()).
+        for name in [metric::DELIVERED, metric::RETRIED, metric::FAILED, metric::DEAD_LETTERED, metric::FILTERED, metric::TRANSFORM_FAILED] {
+            metrics::counter!(name, "destination" => id.to_string()).increment(0);
+        }
+        metrics::gauge!(metric::LAG_EVENTS, "destination" => id.to_string()).set(reader.lag() as f64);
         let this = Arc::new(self);
         tracing::info!(destination = %id, cursor = reader.position(), "destination worker started");
         // The delivery in flight; it yields false when a shutdown interrupted its retries.

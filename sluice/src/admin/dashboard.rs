@@ -48,6 +48,7 @@ async fn data(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
     if let Err(denied) = s.authorize(&req) {
         return denied;
     }
+    s.refresh_lag();
     let samples = metrics_text::parse(&s.prometheus.render());
     let sum = |name: &str, filter: &[(&str, &str)]| metrics_text::sum(&samples, name, filter) as u64;
     let log = s.log.health();
@@ -64,9 +65,7 @@ async fn data(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
                 "failed": sum(router_metric::FAILED, &f),
                 "dead_lettered": sum(router_metric::DEAD_LETTERED, &f),
                 "transform_failed": sum(router_metric::TRANSFORM_FAILED, &f),
-                // From the cursor, not the gauge: the gauge moves only when a batch is delivered,
-                // so it would stand still while a destination is failing.
-                "lag_events": if d.enabled { s.lag_events(&d.id) } else { None },
+                "lag_events": if d.state.is_some() { Some(sum(router_metric::LAG_EVENTS, &f)) } else { None },
                 "lag_seconds": metrics_text::sum(&samples, router_metric::LAG_SECONDS, &f),
                 "failing_since_ms": d.state.as_ref().and_then(|st| st.failing_since_ms()),
             })

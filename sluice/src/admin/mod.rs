@@ -112,6 +112,17 @@ impl AdminState {
         }
     }
 
+    /// Sets the lag gauge of every running destination from its cursor. The worker sets it only
+    /// after a delivery, so without this a destination that keeps failing would show the lag it
+    /// had when it started failing, not the one that is building.
+    fn refresh_lag(&self) {
+        for d in self.destinations.iter().filter(|d| d.state.is_some()) {
+            if let Some(lag) = self.lag_events(&d.id) {
+                metrics::gauge!(sluice_router::metric::LAG_EVENTS, "destination" => d.id.clone()).set(lag as f64);
+            }
+        }
+    }
+
     /// Events written to the log that `id` has not yet passed.
     fn lag_events(&self, id: &str) -> Option<u64> {
         let cursor = self.log.cursor(id).ok().flatten().unwrap_or(0);
@@ -143,6 +154,7 @@ async fn metrics(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
     if let Err(denied) = s.authorize(&req) {
         return denied;
     }
+    s.refresh_lag();
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(s.prometheus.render())
 }
 
