@@ -193,6 +193,8 @@ impl EventLog {
         metrics::gauge!(metric::DISK_BUDGET_BYTES).set(config.disk_budget_bytes as f64);
         metrics::gauge!(metric::SIZE_BYTES).set(shared.size_bytes.load(Ordering::Relaxed) as f64);
         metrics::gauge!(metric::NEXT_OFFSET).set(shared.committed.borrow().next_offset as f64);
+        // Registered empty, so the first writes are a rate Prometheus can compute.
+        let _ = (metrics::histogram!(metric::APPEND_SYNC_SECONDS), metrics::histogram!(metric::GROUP_COMMIT_REQUESTS));
         writer::spawn(config, shared.clone(), active, rx)?;
         Ok(EventLog { shared, tx })
     }

@@ -60,6 +60,9 @@ impl Worker {
             metrics::counter!(name, "destination" => id.to_string()).increment(0);
         }
         metrics::gauge!(metric::LAG_EVENTS, "destination" => id.to_string()).set(reader.lag() as f64);
+        for name in [metric::DELIVERY_SECONDS, metric::BATCH_EVENTS] {
+            let _ = metrics::histogram!(name, "destination" => id.to_string());
+        }
         let this = Arc::new(self);
         tracing::info!(destination = %id, cursor = reader.position(), "destination worker started");
         // The delivery in flight; it yields false when a shutdown interrupted its retries.

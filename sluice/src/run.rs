@@ -47,6 +47,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let _watch = registry.watch();
     let dlq = Arc::new(DeadLetters::open(config.dead_letter_dir())?);
     let alerts = config.alerts.clone().map(|a| Arc::new(Alerter::new(a)));
+    Alerter::register_metrics();
     let recent = Arc::new(RecentErrors::default());
 
     let router_rt = tokio::runtime::Builder::new_multi_thread()
