@@ -3,6 +3,7 @@
 "use strict";
 
 const POLL_MS = 2000;
+const SHOW_ERRORS = 25;
 const KEEP_MS = 10 * 60 * 1000;
 const COLORS = ["#58a6ff", "#3fb950", "#d29922", "#f778ba", "#a371f7", "#f85149", "#39c5cf", "#e3b341"];
 const history = []; // {t, data}
@@ -71,12 +72,14 @@ function drawChart(id, series) {
   const fontPx = parseFloat(style.fontSize) * 0.75;
   ctx.font = `${fontPx}px system-ui, sans-serif`;
   const now = Date.now();
-  const t0 = now - KEEP_MS;
+  // The window grows with the history, from one minute to ten, so a fresh page is not a sliver.
+  const span = Math.min(KEEP_MS, Math.max(60000, history.length ? now - history[0].t : 0));
+  const t0 = now - span;
   let max = 0;
   for (const s of series) for (const [, v] of s.points) max = Math.max(max, v);
   max = niceMax(max);
   const left = ctx.measureText(fmt.format(max)).width + 8, bottom = fontPx + 6, top = 4;
-  const x = (t) => left + ((t - t0) / KEEP_MS) * (w - left - 4);
+  const x = (t) => left + ((t - t0) / span) * (w - left - 4);
   const y = (v) => top + (1 - v / max) * (h - top - bottom);
   ctx.strokeStyle = "#2a3642";
   ctx.fillStyle = "#8b98a5";
@@ -88,7 +91,13 @@ function drawChart(id, series) {
     ctx.fillText(fmt.format(v), left - 4, yy);
   }
   ctx.textAlign = "center"; ctx.textBaseline = "bottom";
-  for (let m = 10; m >= 0; m -= 2) ctx.fillText(m ? `-${m}m` : "now", x(now - m * 60000), h);
+  const step = span / 5;
+  for (let k = 5; k >= 0; k--) {
+    const ago = Math.round((k * step) / 1000);
+    const label = !k ? "now" : ago >= 60 ? `-${fmt.format(ago / 60)}m` : `-${ago}s`;
+    ctx.textAlign = k === 5 ? "left" : k === 0 ? "right" : "center";
+    ctx.fillText(label, k === 5 ? left : x(now - k * step), h);
+  }
   ctx.lineWidth = 2;
   for (const s of series) {
     ctx.strokeStyle = s.color;
@@ -160,7 +169,7 @@ function render(d) {
     return tr;
   }));
 
-  $("#errors tbody").replaceChildren(...d.errors.map((e) => {
+  $("#errors tbody").replaceChildren(...d.errors.slice(0, SHOW_ERRORS).map((e) => {
     const tr = document.createElement("tr");
     tr.append(cell(new Date(e.at_ms).toLocaleTimeString()), cell(e.kind, "kind"), cell(e.subject), cell(e.reason, "reason"));
     return tr;

@@ -66,7 +66,7 @@ async fn data(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
                 "dead_lettered": sum(router_metric::DEAD_LETTERED, &f),
                 "transform_failed": sum(router_metric::TRANSFORM_FAILED, &f),
                 "lag_events": if d.state.is_some() { Some(sum(router_metric::LAG_EVENTS, &f)) } else { None },
-                "lag_seconds": metrics_text::sum(&samples, router_metric::LAG_SECONDS, &f),
+                "lag_seconds": d.state.as_ref().map(|_| metrics_text::sum(&samples, router_metric::LAG_SECONDS, &f)),
                 "failing_since_ms": d.state.as_ref().and_then(|st| st.failing_since_ms()),
             })
         })

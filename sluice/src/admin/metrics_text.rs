@@ -73,7 +73,8 @@ pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
         .iter()
         .filter(|s| s.name == name && filter.iter().all(|(k, v)| s.label(k) == Some(v)))
         .map(|s| s.value)
-        .sum()
+        // Summing nothing in f64 gives -0.0, which a page would print as "-0".
+        .fold(0.0, |a, b| a + b)
 }
 
 #[cfg(test)]
