@@ -78,14 +78,15 @@ function drawChart(id, series) {
   let max = 0;
   for (const s of series) for (const [, v] of s.points) max = Math.max(max, v);
   max = niceMax(max);
-  const left = ctx.measureText(fmt.format(max)).width + 8, bottom = fontPx + 6, top = 4;
+  const ticks = [0, 1, 2, 3, 4].map((i) => (max * i) / 4);
+  const left = Math.max(...ticks.map((v) => ctx.measureText(fmt.format(v)).width)) + 8, bottom = fontPx + 6, top = 4;
   const x = (t) => left + ((t - t0) / span) * (w - left - 4);
   const y = (v) => top + (1 - v / max) * (h - top - bottom);
   ctx.strokeStyle = "#2a3642";
   ctx.fillStyle = "#8b98a5";
   ctx.lineWidth = 1;
-  for (let i = 0; i <= 4; i++) {
-    const v = (max * i) / 4, yy = Math.round(y(v)) + 0.5;
+  for (const v of ticks) {
+    const yy = Math.round(y(v)) + 0.5;
     ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(w - 4, yy); ctx.stroke();
     ctx.textAlign = "right"; ctx.textBaseline = "middle";
     ctx.fillText(fmt.format(v), left - 4, yy);
