@@ -20,6 +20,7 @@ LANES="${LANES:-2}"
 MAX_EVENTS="${MAX_EVENTS:-10000}"
 export CHAIN="${CHAIN:-scrub_pii}"   # the destination's transformations: scrub_pii or none
 PORT=18190
+ADMIN_PORT=18191  # the admin listener: /metrics
 WORK="$(mktemp -d /tmp/sluice-e2e-bench.XXXXXX)"
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
@@ -54,6 +55,7 @@ for rate in $RATES; do
   cat > "$dir/sluice.yaml" <<YAML
 data_dir: $dir
 collector: { listen: "127.0.0.1:$PORT" }
+admin: { listen: "127.0.0.1:$ADMIN_PORT" }
 log: { disk_budget_bytes: 32212254720 }
 sources: [{ id: bench, write_keys: [bench-key] }]
 transformations: [{ id: scrub_pii, script: $PWD/transforms/scrub_pii.rhai }]
@@ -77,7 +79,7 @@ YAML
   # Who used the two cores while the load ran: Sluice, the load generator, the S3 server.
   cpu_split "$PID" "$(cat "$HOME/.cache/sluice/run/moto.pid" 2>/dev/null)" > "$dir/cpu" & sampler=$!
   "$BIN/bench-load" "http://127.0.0.1:$PORT/v1/batch" "$WORK/batch.json" 100 "$rate" "$SECONDS_PER_RATE" \
-    --concurrency "$CONCURRENCY" --metrics "http://127.0.0.1:$PORT/metrics" --pid "$PID" | tee "$dir/load.out"
+    --concurrency "$CONCURRENCY" --metrics "http://127.0.0.1:$ADMIN_PORT/metrics" --pid "$PID" | tee "$dir/load.out"
   wait "$sampler"
   cat "$dir/cpu"
   echo "peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' /proc/$PID/status)"

@@ -78,6 +78,7 @@ sluice_config() {  # sluice_config DIR PORT WITH_ROUTER
   cat > "$1/sluice.yaml" <<YAML
 data_dir: $1
 collector: { listen: "127.0.0.1:$2" }
+admin: { listen: "127.0.0.1:$(($2 + 100))" }
 log: { disk_budget_bytes: 32212254720 }
 sources: [{ id: bench, write_keys: [bench-key] }]
 $transformations
@@ -99,7 +100,7 @@ for round in $(seq "$ROUNDS"); do
     wait_port "$port"
     mapfile -t -O "${#ROWS[@]}" ROWS < <(measure "$round sluice-$variant" "$pid" "http://127.0.0.1:$port")
     if [ $variant = router ]; then  # how far the router was behind when the load stopped
-      curl -s "http://127.0.0.1:$port/metrics" | grep -E '^sluice_destination_lag_events' >&2 || true
+      curl -s "http://127.0.0.1:$((port + 100))/metrics" | grep -E '^sluice_destination_lag_events' >&2 || true
     fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$dir"

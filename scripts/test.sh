@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts the real backends the tests talk
-# to (moto for S3, fakesnow for Snowflake, the Python SDK clients), runs every test, stops them.
+# to (moto for S3, fakesnow for Snowflake, the Python SDK clients), installs Prometheus (promtool
+# and the server a test scrapes Sluice with) and Chromium with playwright-core (the dashboard's
+# browser test), runs every test, stops the backends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Keep build artifacts outside the checkout so a fresh clone reuses an earlier build.
@@ -8,4 +10,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
 scripts/backends.sh start
 trap 'scripts/backends.sh stop' EXIT
 eval "$(scripts/backends.sh env)"
+scripts/prometheus.sh check          # promtool check rules + promtool test rules
+eval "$(scripts/prometheus.sh env)"
+scripts/browser.sh install
+eval "$(scripts/browser.sh env)"
 cargo test --workspace --locked "$@"
+# The built-in dashboard in headless Chromium, against the debug binary cargo test just built.
+SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" node --test sluice/tests/browser/

@@ -37,6 +37,23 @@ pub enum CollectError {
 }
 
 impl CollectError {
+    /// Every value [`CollectError::code`] can take: the rejection counter starts at 0 for each,
+    /// so a first rejection is an increase Prometheus can see (a series born at 1 is not).
+    pub const CODES: [&'static str; 12] = [
+        "missing_write_key",
+        "unknown_write_key",
+        "body_too_large",
+        "batch_over_burst",
+        "bad_gzip",
+        "unsupported_encoding",
+        "malformed_json",
+        "invalid_event",
+        "rate_limited",
+        "log_full",
+        "log_unavailable",
+        "body_read_error",
+    ];
+
     /// Stable code for clients and the `reason` label of the rejection metric.
     pub fn code(&self) -> &'static str {
         match self {

@@ -25,7 +25,6 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, collector: web::Data<Collecto
         .wrap(Cors::default().allow_any_origin().allow_any_method().allow_any_header().max_age(3600))
         .app_data(collector)
         .route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(prometheus))
         .route("/v1/batch", web::post().to(|req, body, c| handle(None, req, body, c)))
         .route("/beacon/v1/batch", web::post().to(|req, body, c| handle(None, req, body, c)));
     for kind in Kind::ALL {
@@ -44,25 +43,31 @@ async fn health(c: web::Data<Collector>) -> HttpResponse {
     }))
 }
 
-async fn prometheus(c: web::Data<Collector>) -> HttpResponse {
-    match &c.prometheus {
-        Some(handle) => HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render()),
-        None => HttpResponse::NotFound().finish(),
-    }
-}
-
 async fn handle(
     endpoint: Option<Kind>,
     req: HttpRequest,
     payload: web::Payload,
     c: web::Data<Collector>,
 ) -> Result<HttpResponse, CollectError> {
+    let result = ingest(endpoint, req, payload, &c).await;
+    if let Err(e) = &result {
+        c.recent_errors.push("rejected", e.code(), e);
+    }
+    result
+}
+
+async fn ingest(
+    endpoint: Option<Kind>,
+    req: HttpRequest,
+    payload: web::Payload,
+    c: &Collector,
+) -> Result<HttpResponse, CollectError> {
     let started = Instant::now();
     let outside_key = key_outside_body(&req)?;
     let body = read_body(&req, payload, c.config.max_body_bytes).await?;
     let sent_bytes = body.len();
     let body = decode(&req, body, c.config.max_decompressed_bytes)?;
-    let (source, key_id) = authenticate(outside_key, &body, &c)?;
+    let (source, key_id) = authenticate(outside_key, &body, c)?;
 
     let received_at = Utc::now();
     let received_at_text = received_at.to_rfc3339_opts(SecondsFormat::Millis, true);

@@ -1,8 +1,9 @@
 //! The HTTP collector: a RudderStack/Segment-compatible source.
 //!
 //! `POST /v1/{track,identify,page,screen,group,alias,batch}` with the write key as HTTP Basic
-//! username, `POST /beacon/v1/batch?writeKey=` for page-unload sends, `GET /health` and
-//! `GET /metrics`. A request is answered 200 only once every event in it is durable in the event
+//! username, `POST /beacon/v1/batch?writeKey=` for page-unload sends, and `GET /health` for load
+//! balancers. Nothing for operators is served here (metrics, readiness and the dashboard are on
+//! the binary's admin listener): this port faces the internet. A request is answered 200 only once every event in it is durable in the event
 //! log; one invalid event rejects the whole request, so a client retry never duplicates half of it.
 
 mod error;
@@ -17,9 +18,9 @@ use std::time::Duration;
 
 use actix_web::web;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use sluice_eventlog::EventLog;
+use sluice_recent::RecentErrors;
 
 pub use error::CollectError;
 pub use event::MAX_EVENT_DEPTH;
@@ -157,8 +158,9 @@ pub struct Collector {
     /// Write key -> its source and the key's id.
     pub(crate) by_key: HashMap<String, (Arc<Source>, Arc<str>)>,
     pub(crate) log: EventLog,
-    pub(crate) prometheus: Option<PrometheusHandle>,
     pub(crate) request_seconds: metrics::Histogram,
+    /// Rejections land here too, with their message, for the admin dashboard.
+    pub(crate) recent_errors: Arc<RecentErrors>,
 }
 
 impl Collector {
@@ -166,7 +168,6 @@ impl Collector {
         config: CollectorConfig,
         sources: &[SourceConfig],
         log: EventLog,
-        prometheus: Option<PrometheusHandle>,
     ) -> Result<Collector, String> {
         let mut by_key = HashMap::new();
         for s in sources {
@@ -187,8 +188,17 @@ impl Collector {
                 }
             }
         }
+        for code in CollectError::CODES {
+            metrics::counter!(metric::REJECTED, "reason" => code).increment(0);
+        }
         let request_seconds = metrics::histogram!(metric::REQUEST_SECONDS);
-        Ok(Collector { config, by_key, log, prometheus, request_seconds })
+        Ok(Collector { config, by_key, log, request_seconds, recent_errors: Arc::default() })
+    }
+
+    /// Shares the ring rejections are recorded in (the binary's, which the dashboard reads).
+    pub fn with_recent_errors(mut self, ring: Arc<RecentErrors>) -> Self {
+        self.recent_errors = ring;
+        self
     }
 
     pub(crate) fn log_full_retry_after(&self) -> Duration {

@@ -32,7 +32,7 @@ struct Setup {
 fn setup(config: CollectorConfig, rate: Option<RateLimitConfig>, budget: u64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(LogConfig { dir: dir.path().into(), segment_bytes: 4096, disk_budget_bytes: budget }).unwrap();
-    let data = web::Data::new(Collector::new(config, &[source(rate)], log.clone(), None).unwrap());
+    let data = web::Data::new(Collector::new(config, &[source(rate)], log.clone()).unwrap());
     Setup { _dir: dir, log, data }
 }
 

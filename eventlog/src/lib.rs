@@ -51,7 +51,7 @@ mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -80,6 +80,8 @@ pub mod metric {
     pub const SIZE_BYTES: &str = "sluice_log_size_bytes";
     /// Gauge: next offset to be written (records ever appended).
     pub const NEXT_OFFSET: &str = "sluice_log_next_offset";
+    /// Gauge: `disk_budget_bytes`, so dashboards can draw the size against it.
+    pub const DISK_BUDGET_BYTES: &str = "sluice_log_disk_budget_bytes";
 }
 
 /// Settings of the embedded log (`log:` in the YAML config).
@@ -194,6 +196,12 @@ pub(crate) struct Shared {
     /// Consumers in `cursors` only because their file was found (not in the config): dropped
     /// from `cursors` once their file is gone.
     pub stale: Mutex<HashSet<String>>,
+    pub budget_bytes: u64,
+    /// The last group had appends refused for the budget; cleared by a group that fits or by a
+    /// segment deletion (room was made, the next append will tell).
+    pub refusing: AtomicBool,
+    /// Why the last write failed; cleared by the next successful one (stays when poisoned).
+    pub write_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -215,6 +223,12 @@ impl EventLog {
         config.validate().map_err(LogError::Config)?;
         let (shared, active) = segment::recover(&config)?;
         let (tx, rx) = mpsc::channel(4096);
+        // Published at once: a restarted process must not show an empty log until the next write.
+        metrics::gauge!(metric::DISK_BUDGET_BYTES).set(config.disk_budget_bytes as f64);
+        metrics::gauge!(metric::SIZE_BYTES).set(shared.size_bytes.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(metric::NEXT_OFFSET).set(shared.committed.borrow().next_offset as f64);
+        // Registered empty, so the first writes are a rate Prometheus can compute.
+        let _ = (metrics::histogram!(metric::APPEND_SYNC_SECONDS), metrics::histogram!(metric::GROUP_COMMIT_REQUESTS));
         writer::spawn(config, shared.clone(), active, rx)?;
         Ok(EventLog { shared, tx })
     }
@@ -326,6 +340,34 @@ impl EventLog {
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// What readiness checks and the log-filling alert look at.
+    pub fn health(&self) -> LogHealth {
+        LogHealth {
+            size_bytes: self.size_bytes(),
+            budget_bytes: self.shared.budget_bytes,
+            refusing_appends: self.shared.refusing.load(Ordering::Relaxed),
+            write_error: self.shared.write_error.lock().unwrap().clone(),
+        }
+    }
+}
+
+/// The log's state as operators see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogHealth {
+    pub size_bytes: u64,
+    pub budget_bytes: u64,
+    /// Appends are being refused because the disk budget is used up (ingest answers 503).
+    pub refusing_appends: bool,
+    /// The last write failed with this error (ingest answers 503 `log_unavailable`).
+    pub write_error: Option<String>,
+}
+
+impl LogHealth {
+    /// Share of the disk budget in use, 0.0 to 1.0.
+    pub fn used_ratio(&self) -> f64 {
+        self.size_bytes as f64 / self.budget_bytes.max(1) as f64
     }
 }
 

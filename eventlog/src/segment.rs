@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -147,6 +147,9 @@ pub(crate) fn recover(config: &LogConfig) -> Result<(Arc<Shared>, Active), LogEr
         committed: committed_rx,
         cursors: Mutex::new(HashMap::new()),
         stale: Mutex::default(),
+        budget_bytes: config.disk_budget_bytes,
+        refusing: AtomicBool::new(false),
+        write_error: Mutex::new(None),
     });
     Ok((shared, Active { file, base, len: valid_len, next_offset, committed_tx }))
 }
@@ -195,6 +198,7 @@ pub(crate) fn delete_passed(shared: &Shared) -> Result<(), LogError> {
             let size = shared.size_bytes.fetch_sub(len, Ordering::Relaxed) - len;
             metrics::gauge!(metric::SIZE_BYTES).set(size as f64);
         }
+        shared.refusing.store(false, Ordering::Relaxed);
         tracing::debug!(base, "deleted a log segment every consumer has passed");
     }
     Ok(())

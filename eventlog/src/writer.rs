@@ -73,15 +73,18 @@ impl Writer {
         let budget = self.config.disk_budget_bytes;
         let mut used = self.shared.size_bytes.load(Ordering::Relaxed);
         let mut accepted = Vec::with_capacity(group.len());
+        let mut refused = false;
         for req in group.drain(..) {
             let need = req.batch.bytes() as u64;
             if used + need > budget {
+                refused = true;
                 let _ = req.reply.send(Err(LogError::Full { used, budget }));
             } else {
                 used += need;
                 accepted.push(req);
             }
         }
+        self.shared.refusing.store(refused, Ordering::Relaxed);
         if accepted.is_empty() {
             return;
         }
@@ -90,6 +93,7 @@ impl Writer {
             Ok(first_offsets) => {
                 metrics::histogram!(metric::APPEND_SYNC_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::histogram!(metric::GROUP_COMMIT_REQUESTS).record(accepted.len() as f64);
+                *self.shared.write_error.lock().unwrap() = None;
                 for (req, first) in accepted.into_iter().zip(first_offsets) {
                     let _ = req.reply.send(Ok(first));
                 }
@@ -97,6 +101,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "event log write failed; the requests in this group get 503");
                 let msg = e.to_string();
+                *self.shared.write_error.lock().unwrap() = Some(self.poisoned.clone().unwrap_or_else(|| msg.clone()));
                 for req in accepted {
                     let _ = req.reply.send(Err(LogError::Io(std::io::Error::other(msg.clone()))));
                 }

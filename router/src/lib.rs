@@ -14,15 +14,17 @@ mod worker;
 
 mod supervise;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use sluice_destinations::{Batch, Destination, OutEvent};
 use sluice_eventlog::EventLog;
+use sluice_recent::RecentErrors;
 use sluice_transformer::{Chain, Meta};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use alert::Alerter;
+pub use alert::{watch_log, Alerter};
 pub use config::{AlertsConfig, BatchConfig, DestinationConfig, FilterConfig, RetryConfig};
 pub use dlq::{DeadLetters, Entry, Stage};
 pub use error::RouterError;
@@ -61,6 +63,22 @@ pub struct RoutedDestination {
 pub struct Router {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    states: Vec<DestinationState>,
+}
+
+/// What readiness and the dashboard show of a running destination; cheap to clone.
+#[derive(Clone)]
+pub struct DestinationState {
+    pub id: Arc<str>,
+    /// Unix ms since which deliveries fail; 0 while healthy. Shared with the worker.
+    failing_since: Arc<AtomicI64>,
+}
+
+impl DestinationState {
+    /// Unix ms of the first failure of the current failing streak, if deliveries are failing.
+    pub fn failing_since_ms(&self) -> Option<i64> {
+        Some(self.failing_since.load(Ordering::Acquire)).filter(|&t| t != 0)
+    }
 }
 
 impl Router {
@@ -76,14 +94,41 @@ impl Router {
         dlq: Arc<DeadLetters>,
         alerts: Option<Arc<Alerter>>,
     ) -> Result<Router, RouterError> {
+        Router::start_with_errors(log, destinations, dlq, alerts, Arc::default())
+    }
+
+    /// [`Router::start`], recording delivery failures, dead letters and transformation failures
+    /// in `recent` (the ring the admin dashboard shows).
+    pub fn start_with_errors(
+        log: EventLog,
+        destinations: Vec<RoutedDestination>,
+        dlq: Arc<DeadLetters>,
+        alerts: Option<Arc<Alerter>>,
+        recent: Arc<RecentErrors>,
+    ) -> Result<Router, RouterError> {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let mut states = Vec::new();
         for d in destinations.into_iter().filter(|d| d.config.enabled) {
             let reader = log.reader(&d.config.id)?;
-            let spec = worker::Spec { routed: d, log: log.clone(), dlq: dlq.clone(), alerts: alerts.clone() };
+            let state = DestinationState { id: Arc::from(d.config.id.as_str()), failing_since: Arc::default() };
+            states.push(state.clone());
+            let spec = worker::Spec {
+                routed: d,
+                log: log.clone(),
+                dlq: dlq.clone(),
+                alerts: alerts.clone(),
+                failing_since: state.failing_since,
+                recent: recent.clone(),
+            };
             tasks.push(tokio::spawn(supervise::supervise(spec, reader, rx.clone())));
         }
-        Ok(Router { shutdown, tasks })
+        Ok(Router { shutdown, tasks, states })
+    }
+
+    /// The running destinations, in config order.
+    pub fn states(&self) -> Vec<DestinationState> {
+        self.states.clone()
     }
 
     /// Stops the workers after their current delivery attempt (a failing batch is not retried

@@ -14,6 +14,7 @@ use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent};
 use sluice_eventlog::{CorruptRecord, EventLog, Reader, Record};
+use sluice_recent::RecentErrors;
 use sluice_transformer::{Chain, Meta};
 use tokio::sync::watch;
 
@@ -29,6 +30,9 @@ pub(crate) struct Spec {
     pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
+    /// Shared with the admin listener's readiness report; survives a worker's restart.
+    pub failing_since: Arc<AtomicI64>,
+    pub recent: Arc<RecentErrors>,
 }
 
 impl Spec {
@@ -42,7 +46,8 @@ impl Spec {
             log: self.log.clone(),
             dlq: self.dlq.clone(),
             alerts: self.alerts.clone(),
-            failing_since: AtomicI64::new(0),
+            failing_since: self.failing_since.clone(),
+            recent: self.recent.clone(),
         }
     }
 }
@@ -55,8 +60,10 @@ pub(crate) struct Worker {
     pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
-    /// Unix ms since which deliveries have been failing; 0 while healthy. Shared by the lanes.
-    pub failing_since: AtomicI64,
+    /// Unix ms since which deliveries have been failing; 0 while healthy. Shared by the lanes
+    /// and with the admin listener's readiness report.
+    pub failing_since: Arc<AtomicI64>,
+    pub recent: Arc<RecentErrors>,
 }
 
 /// Events read and processed, waiting for their batch to be delivered.
@@ -88,6 +95,15 @@ impl Worker {
     /// user's order, and the cursor moves to the end of batch N only once N is delivered.
     pub async fn run(self, mut reader: Reader, mut shutdown: watch::Receiver<bool>) {
         let id = self.id.clone();
+        // Every series of this destination exists from the start at 0, so that the first dead
+        // letter or retry is an increase Prometheus sees (rules alert on increase()).
+        for name in [metric::DELIVERED, metric::RETRIED, metric::FAILED, metric::DEAD_LETTERED, metric::FILTERED, metric::TRANSFORM_FAILED] {
+            metrics::counter!(name, "destination" => id.to_string()).increment(0);
+        }
+        metrics::gauge!(metric::LAG_EVENTS, "destination" => id.to_string()).set(reader.lag() as f64);
+        for name in [metric::DELIVERY_SECONDS, metric::BATCH_EVENTS] {
+            let _ = metrics::histogram!(name, "destination" => id.to_string());
+        }
         let this = Arc::new(self);
         tracing::info!(destination = %id, cursor = reader.position(), "destination worker started");
         // The delivery in flight; it yields false when a shutdown interrupted its retries.
@@ -317,6 +333,7 @@ impl Worker {
                     }
                     let wait = error.retry_after().unwrap_or_default().max(retry.backoff(attempt - 1));
                     metrics::counter!(metric::RETRIED, "destination" => dest.clone()).increment(1);
+                    self.recent.push("delivery_failed", &dest, format_args!("attempt {attempt}: {error}; retrying in {} ms", wait.as_millis()));
                     tracing::warn!(destination = %dest, attempt, %error, wait_ms = wait.as_millis() as u64, "batch delivery failed; will retry");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -459,6 +476,11 @@ impl Worker {
             }
         };
         metrics::counter!(metric::DEAD_LETTERED, "destination" => self.id.to_string()).increment(count as u64);
+        let kind = match stage {
+            Stage::Transform => "transform_failed",
+            Stage::Delivery => "dead_lettered",
+        };
+        self.recent.push(kind, &self.id, format_args!("{count} event(s) dead-lettered (entry {id}): {reason}"));
         if let Some(alerts) = self.alerts.clone() {
             let (reason, dest) = (dead.reason, self.id.clone());
             let text = if dead.alert == "corrupt_record" {

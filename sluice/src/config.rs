@@ -26,6 +26,44 @@ pub struct Config {
     pub destinations: Vec<DestinationConfig>,
     #[serde(default)]
     pub alerts: Option<AlertsConfig>,
+    /// The operators' listener; absent means the defaults (127.0.0.1:9180, no token).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// `admin:` in the YAML: where `/metrics`, `/health`, `/ready` and the dashboard are served. Kept
+/// off the collector's port, which faces the internet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address the admin listener binds.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Name of the environment variable holding a bearer token that `/metrics`, `/ready` and the
+    /// dashboard's data then require. The token itself never appears in the YAML, so it cannot
+    /// leak through the config file, `sluice validate` or a debug print.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
+
+fn default_admin_listen() -> String {
+    DEFAULT_ADMIN_LISTEN.to_string()
+}
+
+impl AdminConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen {:?} is not an address like 127.0.0.1:9180: {e}", self.listen))?;
+        if let Some(var) = &self.token_env {
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("token_env must name an environment variable, got {var:?}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_log() -> LogConfig {
@@ -115,6 +153,12 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 fn validate(config: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
     config.collector.validate().map_err(|m| invalid(file, text, Some("listen:"), format!("collector: {m}")))?;
     config.log.validate().map_err(|m| invalid(file, text, Some("log:"), format!("log: {m}")))?;
+    if let Some(admin) = &config.admin {
+        admin.validate().map_err(|m| invalid(file, text, Some("admin:"), format!("admin: {m}")))?;
+        if admin.listen == config.collector.listen {
+            return Err(invalid(file, text, Some("admin:"), "admin: listen must differ from collector.listen".into()));
+        }
+    }
     if config.sources.is_empty() {
         return Err(invalid(file, text, Some("sources:"), "sources: at least one source is needed".into()));
     }

@@ -1,6 +1,7 @@
 //! The `sluice` binary's library half: config loading, wiring of the stages, and the CLI
 //! commands, kept in a library so integration tests can reach them.
 
+pub mod admin;
 pub mod config;
 pub mod dlq_cmd;
 pub mod log_cmd;

@@ -123,17 +123,29 @@ enum DlqCommand {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match dispatch(Cli::parse().command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `SLUICE_LOG` sets the level (default info); `SLUICE_LOG_FORMAT=json` writes one JSON object
+/// per line for log shippers. Colour codes only when stderr is a terminal: in a file or a
+/// collector they are noise.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("SLUICE_LOG_FORMAT").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "json" => builder.json().with_current_span(false).init(),
+        "" | "text" => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        other => {
+            builder.with_ansi(false).init();
+            tracing::warn!(format = other, "SLUICE_LOG_FORMAT is neither text nor json; writing text");
         }
     }
 }

@@ -8,9 +8,11 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sluice_collector::Collector;
 use sluice_eventlog::EventLog;
+use sluice_recent::RecentErrors;
 use sluice_router::{Alerter, DeadLetters, RoutedDestination, Router};
 use sluice_transformer::Registry;
 
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 
 /// Histogram buckets (seconds) for latencies: fsync-scale at the bottom, slow uploads at the top.
@@ -49,6 +51,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let _watch = registry.watch();
     let dlq = Arc::new(DeadLetters::open(config.dead_letter_dir())?);
     let alerts = config.alerts.clone().map(|a| Arc::new(Alerter::new(a)));
+    Alerter::register_metrics();
+    let recent = Arc::new(RecentErrors::default());
 
     let router_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -65,26 +69,65 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 tracing::info!(refused = failed.len(), "SIGHUP: transformation scripts reloaded");
             }
         });
-        anyhow::Ok(Router::start(log.clone(), destinations, dlq, alerts)?)
+        tokio::spawn(sluice_router::watch_log(log.clone(), alerts.clone(), recent.clone()));
+        anyhow::Ok(Router::start_with_errors(log.clone(), destinations, dlq, alerts, recent.clone())?)
     })?;
 
+    let admin_config = admin::admin_config(&config);
+    let admin_state = actix_web::web::Data::new(AdminState::new(&config, prometheus, log.clone(), router.states(), recent.clone())?);
     let collector = actix_web::web::Data::new(
-        Collector::new(config.collector.clone(), &config.sources, log, Some(prometheus)).map_err(anyhow::Error::msg)?,
+        Collector::new(config.collector.clone(), &config.sources, log).map_err(anyhow::Error::msg)?.with_recent_errors(recent),
     );
     let listen = config.collector.listen.clone();
     let workers = config.collector.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    tracing::info!(%listen, destinations = config.destinations.len(), "sluice is running");
     actix_web::rt::System::new().block_on(async move {
-        actix_web::HttpServer::new(move || actix_web::App::new().configure(sluice_collector::configure(collector.clone())))
+        let admin_server = bind_admin(&config, &admin_config, admin_state)?;
+        let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(sluice_collector::configure(collector.clone())))
             .workers(workers)
             .backlog(4096)
             .bind(&listen)
             .with_context(|| format!("binding {listen}"))?
-            .run()
-            .await
-            .context("HTTP server")
+            .run();
+        tracing::info!(%listen, admin = %admin_config.listen, destinations = config.destinations.len(), "sluice is running");
+        let admin_handle = admin_server.map(|s| {
+            let handle = s.handle();
+            actix_web::rt::spawn(s);
+            handle
+        });
+        let result = server.await.context("HTTP server");
+        if let Some(h) = admin_handle {
+            h.stop(true).await;
+        }
+        result
     })?;
     tracing::info!("HTTP server stopped; stopping the router");
     router_rt.block_on(router.stop());
     Ok(())
+}
+
+/// Binds the admin listener. With no `admin:` block the default address is a convenience: when
+/// it is taken (a second Sluice on the same machine), Sluice runs without it and says so. An
+/// address the operator chose must bind, or Sluice does not start.
+fn bind_admin(
+    config: &Config,
+    admin_config: &crate::config::AdminConfig,
+    state: actix_web::web::Data<AdminState>,
+) -> anyhow::Result<Option<actix_web::dev::Server>> {
+    let listen = admin_config.listen.clone();
+    let loopback = listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+    if !loopback && !state.token_required() {
+        tracing::warn!(%listen, "the admin listener is reachable beyond this machine without a token: set admin.token_env");
+    }
+    let bound = actix_web::HttpServer::new(move || actix_web::App::new().configure(admin::configure(state.clone())))
+        .workers(1)
+        .disable_signals()
+        .bind(&listen);
+    match bound {
+        Ok(server) => Ok(Some(server.run())),
+        Err(error) if config.admin.is_none() => {
+            tracing::error!(%listen, %error, "cannot bind the default admin listener; running without /metrics, /ready and /dashboard (set admin.listen)");
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::Error::new(error).context(format!("binding the admin listener {listen}"))),
+    }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{delivered_events, free_port, metric_value, metrics_url, start_server, wait_healthy};
+use common::{admin_url, delivered_events, free_port, metric_value, start_server, wait_healthy};
 use serde_json::{json, Value};
 
 const MAX_EVENT_DEPTH: usize = 64;
@@ -23,6 +23,8 @@ fn repo() -> PathBuf {
 struct Sluice {
     child: Child,
     port: u16,
+    /// `http://<admin.listen>`: where /metrics is.
+    admin: String,
     dir: tempfile::TempDir,
     log: PathBuf,
     http: reqwest::blocking::Client,
@@ -39,9 +41,10 @@ impl Sluice {
     fn start_in(dir: tempfile::TempDir, body: &str) -> Sluice {
         let port = free_port();
         let config = format!(
-            "data_dir: {d}/data\ncollector:\n  listen: 127.0.0.1:{port}\n{}",
+            "data_dir: {d}/data\ncollector:\n  listen: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\n{}",
             body.replace("{dir}", &dir.path().display().to_string()),
-            d = dir.path().display()
+            d = dir.path().display(),
+            admin = free_port(),
         );
         let path = dir.path().join("sluice.yaml");
         std::fs::write(&path, config).unwrap();
@@ -49,7 +52,8 @@ impl Sluice {
         let mut child = start_server(&path, &log);
         wait_healthy(&mut child, port, &log);
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        Sluice { child, port, dir, log, http }
+        let admin = admin_url(&path);
+        Sluice { child, port, admin, dir, log, http }
     }
 
     fn post(&self, path: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
@@ -63,7 +67,7 @@ impl Sluice {
     }
 
     fn metrics(&self) -> String {
-        self.http.get(metrics_url(self.port)).send().unwrap().text().unwrap()
+        self.http.get(format!("{}/metrics", self.admin)).send().unwrap().text().unwrap()
     }
 
     /// Waits until the files destination under `{dir}/out` holds `n` events.

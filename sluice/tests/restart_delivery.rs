@@ -31,6 +31,8 @@ fn write_config(dir: &Path, port: u16, sink: &str) -> PathBuf {
         r#"data_dir: {data}
 collector:
   listen: 127.0.0.1:{port}
+admin:
+  listen: 127.0.0.1:{admin}
 sources:
   - id: web
     write_keys: ["test-key"]
@@ -42,6 +44,7 @@ destinations:
     sink: {sink}
 "#,
         data = dir.join("data").display(),
+        admin = free_port(),
     );
     let path = dir.join("sluice.yaml");
     fs::write(&path, cfg).unwrap();

@@ -13,6 +13,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+#[allow(dead_code)]
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
@@ -31,6 +32,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Every event in the gzip NDJSON files under `out_dir`.
+#[allow(dead_code)] // not every test binary reads the output
 pub fn delivered_events(out_dir: &Path) -> Vec<serde_json::Value> {
     let mut files = Vec::new();
     collect_files(out_dir, &mut files);
@@ -49,7 +51,8 @@ pub fn delivered_events(out_dir: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Writes a config with one source (write key `test-key`) and one `files` destination under
-/// `dir/out`, listening on `port`; returns its path.
+/// `dir/out`, listening on `port` (the admin listener on another free port, see [`admin_url`]);
+/// returns its path.
 pub fn write_config(dir: &Path, port: u16) -> PathBuf {
     let data = dir.join("data");
     let out = dir.join("out");
@@ -57,6 +60,8 @@ pub fn write_config(dir: &Path, port: u16) -> PathBuf {
         r#"data_dir: {data}
 collector:
   listen: 127.0.0.1:{port}
+admin:
+  listen: 127.0.0.1:{admin}
 sources:
   - id: web
     write_keys: ["test-key"]
@@ -69,6 +74,7 @@ destinations:
 "#,
         data = data.display(),
         out = out.display(),
+        admin = free_port(),
     );
     let path = dir.join("sluice.yaml");
     fs::write(&path, cfg).unwrap();
@@ -118,13 +124,6 @@ pub fn wait_healthy(child: &mut Child, port: u16, log: &Path) {
     );
 }
 
-/// Where the Prometheus metrics of a server listening on `port` are: the one place to change if
-/// metrics move to another listener.
-#[allow(dead_code)]
-pub fn metrics_url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}/metrics")
-}
-
 /// The value of one series in Prometheus text (`name{labels}` exactly as rendered, labels in the
 /// order the exporter writes them), or 0 when absent.
 #[allow(dead_code)]
@@ -134,4 +133,16 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+/// `http://<admin.listen>` of a config file: where `/metrics`, `/ready` and `/dashboard` are.
+#[allow(dead_code)]
+pub fn admin_url(config: &Path) -> String {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(config).unwrap()).unwrap();
+    let listen = yaml["admin"]["listen"].as_str().expect("the test config sets admin.listen");
+    format!("http://{listen}")
+}
+
+/// The Prometheus text of the admin listener's `/metrics`.
+#[allow(dead_code)]
+pub fn admin_metrics(config: &Path) -> String {
+    reqwest::blocking::get(format!("{}/metrics", admin_url(config))).unwrap().text().unwrap()
 }
