@@ -9,3 +9,11 @@ scripts/backends.sh start
 trap 'scripts/backends.sh stop' EXIT
 eval "$(scripts/backends.sh env)"
 cargo test --workspace --locked "$@"
+
+# The JavaScript SDK (sdk-clients/js): node --test against the debug `sluice` binary built above,
+# and headless Chromium for the browser build, RudderStack's browser SDK and the beacon.
+command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+cargo build -p sluice --locked
+scripts/browser.sh install
+eval "$(scripts/browser.sh env)"
+(cd sdk-clients/js && npm ci --no-audit --no-fund && npm run build && npm test)

@@ -8,6 +8,8 @@
 mod error;
 pub mod event;
 mod ingest;
+pub mod pixel;
+mod source_config;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
