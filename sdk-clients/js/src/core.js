@@ -180,7 +180,8 @@ export class Core {
   schedule(delay) {
     if (this.inFlight) return;
     const at = Math.max(Date.now() + delay, this.retryAt);
-    if (this.timer && this.timerAt <= at) return;
+    // An earlier timer stays, unless a failure since then pushed retryAt past it.
+    if (this.timer && this.timerAt <= at && this.timerAt >= this.retryAt) return;
     clearTimeout(this.timer);
     this.timerAt = at;
     this.timer = setTimeout(() => {
@@ -208,6 +209,7 @@ export class Core {
 
   async sendNext() {
     if (this.inFlight) return;
+    if (Date.now() < this.retryAt) return this.schedule(0); // still backing off
     if (this.queue.length === 0) return this.settle();
     this.inFlight = true;
     const batch = this.nextBatch();

@@ -31,7 +31,8 @@ export async function launchChromium() {
   return chromium.launch({ executablePath: exe, headless: true, args: CHROMIUM_FLAGS });
 }
 
-const RUDDER_UMD = join(dirname(require.resolve('@rudderstack/analytics-js/package.json')), 'dist/npm/modern/bundled/umd/index.js');
+// Resolved by path: the package's "exports" do not list its UMD files.
+const RUDDER_UMD = join(here, '../node_modules/@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js');
 
 const SLUICE_PAGE = `<!doctype html><html><head><title>Sluice test page</title>
 <script src="/sdk.js"></script>
