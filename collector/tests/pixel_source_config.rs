@@ -58,8 +58,15 @@ async fn gif_answer(resp: actix_web::dev::ServiceResponse) -> (StatusCode, Optio
 }
 
 macro_rules! pixel {
-    ($app:expr, $uri:expr) => {
-        gif_answer(test::call_service(&$app, test::TestRequest::get().uri($uri).to_request()).await).await
+    ($app:expr, $uri:expr $(,)?) => {
+        gif_answer(
+            test::call_service(
+                &$app,
+                test::TestRequest::get().uri($uri).peer_addr("203.0.113.9:5000".parse().unwrap()).to_request(),
+            )
+            .await,
+        )
+        .await
     };
 }
 
@@ -90,7 +97,8 @@ async fn pixel_track_and_page_are_stored_with_nested_fields() {
     assert_eq!(t["context"]["library"]["name"], "mailer");
     assert_eq!(t["channel"], "web");
     assert!(t.get("writeKey").is_none(), "the write key is a credential, not event data");
-    assert!(t["messageId"].is_string() && t["receivedAt"].is_string() && t["context"]["ip"].is_string());
+    assert!(t["messageId"].is_string() && t["receivedAt"].is_string() && t["timestamp"].is_string());
+    assert_eq!(t["context"]["ip"], "203.0.113.9");
     let p = &events[1];
     assert_eq!(p["type"], "page");
     assert_eq!(p["name"], "Pricing");
