@@ -81,15 +81,19 @@ class Identity {
 }
 
 /**
- * Each page instance owns one key (`sluice:q:<writeKey>:<instance>`) with a heartbeat, so two tabs
- * never overwrite each other's events. A queue whose page closed or stopped beating is adopted by
- * the next page that starts: that is how events queued while offline survive a reload.
+ * Each page instance owns one queue key (`sluice:q:<writeKey>:<instance>`) and a heartbeat key
+ * (`sluice:t:...`, a timestamp rewritten every 2 s), so two tabs never overwrite each other's
+ * events and the heartbeat never rewrites the whole queue. A queue whose page closed or stopped
+ * beating is adopted by the next page that starts: that is how events queued while offline
+ * survive a reload.
  */
 class QueueStore {
   constructor(ls, writeKey) {
     this.ls = ls;
     this.prefix = `${PREFIX}q:${writeKey}:`;
-    this.key = this.prefix + uuid();
+    this.id = uuid();
+    this.key = this.prefix + this.id;
+    this.beatKey = `${PREFIX}t:${writeKey}:${this.id}`;
     this.events = [];
   }
   load() {
@@ -99,26 +103,39 @@ class QueueStore {
     for (let i = this.ls.length - 1; i >= 0; i--) {
       const key = this.ls.key(i);
       if (!key || !key.startsWith(this.prefix) || key === this.key) continue;
+      const beatKey = PREFIX + 't:' + key.slice(PREFIX.length + 2);
       try {
         const entry = JSON.parse(this.ls.getItem(key));
-        if (!entry.closed && now - entry.t < STALE_MS) continue; // another live tab
+        const beat = Number(this.ls.getItem(beatKey) || 0);
+        if (!entry.closed && now - beat < STALE_MS) continue; // another live tab
         adopted.push(...entry.events);
       } catch {
         /* unreadable entry: nothing to adopt */
       }
       this.ls.removeItem(key);
+      this.ls.removeItem(beatKey);
     }
     const seen = new Set();
     this.events = adopted.filter((m) => m && m.messageId && !seen.has(m.messageId) && seen.add(m.messageId));
     this.events.sort((a, b) => String(a.originalTimestamp).localeCompare(String(b.originalTimestamp)));
+    this.beat();
     this.save(this.events);
     return this.events;
+  }
+  beat() {
+    if (this.ls) {
+      try {
+        this.ls.setItem(this.beatKey, String(Date.now()));
+      } catch {
+        /* quota: the queue entry still says the page is open */
+      }
+    }
   }
   save(events, closed = false) {
     this.events = events;
     if (!this.ls) return;
     try {
-      this.ls.setItem(this.key, JSON.stringify({ t: Date.now(), closed, events }));
+      this.ls.setItem(this.key, JSON.stringify({ closed, events }));
     } catch (e) {
       // Quota exceeded: the events are still in memory and sent as usual.
     }
@@ -178,37 +195,60 @@ function parseRA(v) {
   return Number.isNaN(t) ? null : Math.max(0, t - Date.now());
 }
 
+// How long a success (on this page or an earlier one) vouches for the collector at page exit.
+const HEALTHY_MS = 60 * 1000;
+
 export class Analytics extends Core {
   constructor(options) {
     const ls = storage();
     const store = new QueueStore(ls, options && options.writeKey);
-    super(options, { store, context, send, pageProperties, identity: new Identity(ls) });
+    const okKey = `${PREFIX}ok:${options && options.writeKey}`;
+    const delivered = () => {
+      try {
+        if (ls) ls.setItem(okKey, String(Date.now()));
+      } catch {
+        /* quota */
+      }
+    };
+    super(options, { store, context, send, pageProperties, identity: new Identity(ls), delivered });
+    this.lastOk = () => Number((ls && ls.getItem(okKey)) || 0);
     this.beaconUrl = `${String(options.dataPlaneUrl).replace(/\/+$/, '')}/beacon/v1/batch?writeKey=${encodeURIComponent(options.writeKey)}`;
     if (globalThis.addEventListener && options.useBeacon !== false) {
-      const leave = () => this.leave();
-      addEventListener('pagehide', leave);
+      addEventListener('pagehide', () => this.leave());
       if (globalThis.document) {
-        document.addEventListener('visibilitychange', () => document.visibilityState === 'hidden' && this.beaconQueued());
+        document.addEventListener('visibilitychange', () => {
+          // A hidden tab may never come back (mobile browsers kill it without pagehide).
+          if (document.visibilityState === 'hidden' && this.health() === 'up') this.beaconQueued();
+        });
       }
     }
-    this.heartbeat = setInterval(() => store.save(this.queue), HEARTBEAT_MS);
+    this.heartbeat = setInterval(() => store.beat(), HEARTBEAT_MS);
   }
 
-  /** The page is going away: hand what is queued to sendBeacon and release the queue. */
+  /** 'down' after a failed attempt, 'up' after a recent success, else 'unknown'. */
+  health() {
+    if (this.attempt > 0) return 'down';
+    return Date.now() - this.lastOk() < HEALTHY_MS ? 'up' : 'unknown';
+  }
+
+  /**
+   * The page is going away. A beacon's fate is never known, so: with the collector up, queued
+   * events go by sendBeacon and are forgotten; with the collector failing they stay in
+   * localStorage for the next page; when nothing has been confirmed yet they go by beacon AND stay
+   * queued, so the next page of the site sends them again (a duplicate with the same messageId
+   * rather than a loss).
+   */
   leave() {
-    this.beaconQueued();
+    const health = this.health();
+    if (health !== 'down') this.beaconQueued(health === 'up');
     clearInterval(this.heartbeat);
     this.platform.store.save(this.queue, true);
   }
 
-  /**
-   * Beacons the queued events, unless the collector is failing right now: a beacon's fate is
-   * unknown, so events go that way only when the collector was last seen healthy. Otherwise they
-   * stay in localStorage for the next page to send.
-   */
-  beaconQueued() {
+  /** Hands the queue to sendBeacon in chunks under 60 KB; returns how many events went. */
+  beaconQueued(forget = true) {
     const nav = globalThis.navigator;
-    if (!nav || typeof nav.sendBeacon !== 'function' || this.queue.length === 0 || this.attempt > 0) return 0;
+    if (!nav || typeof nav.sendBeacon !== 'function' || this.queue.length === 0) return 0;
     const handed = [];
     let chunk = [];
     let bytes = 64;
@@ -228,7 +268,7 @@ export class Analytics extends Core {
       bytes += n;
     }
     flushChunk();
-    if (handed.length) this.remove(handed);
+    if (forget && handed.length) this.remove(handed);
     return handed.length;
   }
 }

@@ -246,6 +246,7 @@ export class Core {
 
   apply(outcome, batch) {
     if (outcome.kind === 'ok') {
+      if (this.platform.delivered) this.platform.delivered();
       this.remove(batch);
       this.stats.sent += batch.length;
       this.attempt = 0;

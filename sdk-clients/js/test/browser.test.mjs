@@ -120,19 +120,51 @@ test('browser: events still queued when the page goes away leave by sendBeacon',
   // page unloads to playwright).
   const proxy = await startProxy(s.port, () => null);
   const { context, page, errors } = await newPage();
-  // A long interval: nothing is sent before the page is left.
+  // A long interval: nothing is sent before the page is left, except the flushed first event,
+  // which shows the page that the collector is up.
   await page.goto(sluicePage(proxy.url, '&interval=600000&flushAt=100'), { waitUntil: 'load' });
+  const warm = await page.evaluate(async () => {
+    const id = analytics.track('Warm Up');
+    await analytics.flush();
+    return id;
+  });
   const ids = await page.evaluate(() => [analytics.track('Draft Saved'), analytics.track('Tab Closed', { n: 2 }), analytics.page()]);
   await page.goto(`${pages.origin}/bye.html`, { waitUntil: 'load' });
-  const got = await waitDelivered(s.cfg.outDir, 3);
-  assert.deepEqual(got.map((e) => e.messageId).sort(), [...ids].sort());
+  const got = await waitDelivered(s.cfg.outDir, 4);
+  assert.deepEqual(got.map((e) => e.messageId).sort(), [warm, ...ids].sort());
   const posts = proxy.log.filter((r) => r.method === 'POST');
-  assert.ok(posts.length >= 1, 'something was posted');
-  for (const r of posts) assert.ok(r.url.startsWith(`/beacon/v1/batch?writeKey=${WRITE_KEY}`), `only beacons carried the events: ${r.url}`);
+  assert.ok(posts[0].url.startsWith('/v1/batch'), 'the warm-up went by fetch');
+  assert.ok(posts.length >= 2, 'then something was posted on leaving');
+  for (const r of posts.slice(1)) assert.ok(r.url.startsWith(`/beacon/v1/batch?writeKey=${WRITE_KEY}`), `only beacons carried the rest: ${r.url}`);
   assert.deepEqual(posts.map((r) => r.status), posts.map(() => 200));
+  // The collector was up, so the beaconed events were forgotten: the next page has nothing to resend.
+  await page.goto(sluicePage(proxy.url, '&interval=600000&flushAt=100'), { waitUntil: 'load' });
+  assert.equal(await page.evaluate(() => analytics.queue.length), 0);
   assert.deepEqual(errors, []);
   await context.close();
   await proxy.close();
+});
+
+test('browser: two tabs keep separate queues; a reload adopts only the closed tab\'s queue', async () => {
+  const port = await freePort(); // nothing listens: every event stays queued
+  const dp = `http://127.0.0.1:${port}`;
+  const { context, errors } = await newPage();
+  const a = await context.newPage();
+  const b = await context.newPage();
+  await a.goto(sluicePage(dp), { waitUntil: 'load' });
+  await b.goto(sluicePage(dp), { waitUntil: 'load' });
+  const idsA = await a.evaluate(() => [analytics.track('In A', { n: 1 }), analytics.track('In A', { n: 2 })]);
+  const idsB = await b.evaluate(() => [analytics.track('In B', { n: 1 })]);
+  const queues = await a.evaluate(() =>
+    Object.keys(localStorage).filter((k) => k.startsWith('sluice:q:')).map((k) => JSON.parse(localStorage.getItem(k)).events.map((e) => e.messageId).sort()),
+  );
+  assert.deepEqual(queues.sort((x, y) => x.length - y.length), [idsB, [...idsA].sort()], 'one queue per tab, nothing overwritten');
+  await a.reload({ waitUntil: 'load' });
+  // The reloaded tab takes its own closed queue, not the live tab's.
+  assert.deepEqual((await a.evaluate(() => analytics.queue.map((m) => m.messageId))).sort(), [...idsA].sort());
+  assert.deepEqual(await b.evaluate(() => analytics.queue.map((m) => m.messageId)), idsB);
+  assert.deepEqual(errors, []);
+  await context.close();
 });
 
 test("RudderStack's browser SDK v3 loads its config from Sluice and its events land", async () => {
