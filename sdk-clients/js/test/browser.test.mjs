@@ -167,6 +167,23 @@ test('browser: two tabs keep separate queues; a reload adopts only the closed ta
   await context.close();
 });
 
+test('browser: image pixels load as 1x1 images, also on errors, and their events land', async () => {
+  const s = await sluice();
+  const { context, page, requests } = await newPage();
+  await page.goto(`${pages.origin}/pixel.html?dp=${encodeURIComponent(s.url)}`, { waitUntil: 'load' });
+  const sizes = await page.evaluate(() => [...document.images].map((i) => [i.id, i.complete, i.naturalWidth, i.naturalHeight]));
+  assert.deepEqual(sizes, [['ok', true, 1, 1], ['bad', true, 1, 1], ['page', true, 1, 1]], 'no broken image, even for the invalid pixel');
+  const got = await waitDelivered(s.cfg.outDir, 2);
+  const byType = Object.fromEntries(got.map((e) => [e.type, e]));
+  assert.equal(byType.track.event, 'Email Opened');
+  assert.equal(byType.track.properties.campaign, 'weekly');
+  assert.equal(byType.track.anonymousId, 'mail-7');
+  assert.equal(byType.page.name, 'Newsletter');
+  assert.equal(got.length, 2, 'the pixel without an event name stored nothing');
+  assertLocalOnly(requests);
+  await context.close();
+});
+
 test("RudderStack's browser SDK v3 loads its config from Sluice and its events land", async () => {
   const s = await sluice();
   const { context, page, requests, errors } = await newPage();

@@ -78,6 +78,15 @@ export async function startPageServer() {
     if (path === '/rudder.js') return send('text/javascript', readFileSync(RUDDER_UMD));
     if (path === '/sluice.html') return send('text/html', SLUICE_PAGE);
     if (path === '/rudder.html') return send('text/html', RUDDER_PAGE);
+    if (path === '/pixel.html') {
+      // An e-mail-like page: no script, two image pixels, one of them missing its event name.
+      const dp = new URL(req.url, 'http://x').searchParams.get('dp');
+      const q = (params) => new URLSearchParams(params).toString().replace(/&/g, '&amp;');
+      return send('text/html', `<!doctype html><title>mail</title>
+<img id="ok" src="${dp}/pixel/v1/track?${q({ writeKey: 'js-test-key', anonymousId: 'mail-7', event: 'Email Opened', 'properties.campaign': 'weekly' })}">
+<img id="bad" src="${dp}/pixel/v1/track?${q({ writeKey: 'js-test-key', anonymousId: 'mail-7' })}">
+<img id="page" src="${dp}/pixel/v1/page?${q({ writeKey: 'js-test-key', anonymousId: 'mail-7', name: 'Newsletter' })}">`);
+    }
     if (path === '/bye.html') return send('text/html', '<!doctype html><title>bye</title><p>left');
     res.writeHead(404).end();
   });
