@@ -78,6 +78,7 @@ export declare class Analytics {
   identify(userId: string, traits?: Properties, options?: CommonFields): string;
   identify(params: IdentifyParams): string;
   page(name?: string, properties?: Properties, options?: CommonFields): string;
+  page(category: string, name: string, properties?: Properties, options?: CommonFields): string;
   page(params: PageParams): string;
   screen(name: string, properties?: Properties, options?: CommonFields): string;
   screen(params: ScreenParams): string;

@@ -92,8 +92,12 @@ export class Core {
     return this.enqueue('identify', { userId });
   }
 
-  page(name, properties, options) {
+  page(name, properties, options, more) {
     if (isObject(name)) return this.enqueue('page', name);
+    // analytics.js's page(category, name, properties, options)
+    if (typeof properties === 'string') {
+      return this.enqueue('page', { ...more, category: name, name: properties, properties: { category: name, ...(options || {}) } });
+    }
     return this.enqueue('page', { ...options, name, properties: properties || {} });
   }
 

@@ -25,6 +25,7 @@ test('every call lands with client-set ids, timestamps and library', async () =>
     a.identify({ userId: 'u1', traits: { plan: 'pro' } }),
     a.track({ userId: 'u1', event: 'Post Created', properties: { channel: 'town-square' } }),
     a.page({ userId: 'u1', name: 'Settings', properties: { path: '/settings' } }),
+    a.page('Docs', 'Install', { version: 2 }, { userId: 'u1' }),
     a.screen({ userId: 'u1', name: 'Channel' }),
     a.group({ userId: 'u1', groupId: 'team-9', traits: { size: 12 } }),
     a.alias({ userId: 'u1', previousId: 'anon-1' }),
@@ -42,10 +43,32 @@ test('every call lands with client-set ids, timestamps and library', async () =>
   assert.match(track.originalTimestamp, /^\d{4}-\d\d-\d\dT/);
   assert.ok(track.sentAt && track.receivedAt && track.timestamp);
   assert.equal(byId.get(ids[0]).traits.plan, 'pro');
-  assert.equal(byId.get(ids[4]).groupId, 'team-9');
-  assert.equal(byId.get(ids[5]).previousId, 'anon-1');
-  assert.equal(byId.get(ids[6]).originalTimestamp, '2026-11-30T09:00:00.000Z');
+  assert.equal(byId.get(ids[5]).groupId, 'team-9');
+  assert.equal(byId.get(ids[6]).previousId, 'anon-1');
+  const categorized = got.find((e) => e.name === 'Install');
+  assert.equal(categorized.category, 'Docs');
+  assert.equal(categorized.properties.version, 2);
+  assert.equal(categorized.userId, 'u1');
+  assert.equal(byId.get(ids[7]).originalTimestamp, '2026-11-30T09:00:00.000Z');
   assert.throws(() => a.track({ userId: 'u1', event: 'x' }), /closed/);
+});
+
+test('a wrong write key is reported on every attempt and the events are kept', async () => {
+  const s = await sluice();
+  const errors = [];
+  const a = new Analytics({
+    writeKey: 'not-in-the-yaml',
+    dataPlaneUrl: s.url,
+    minRetryDelay: 50,
+    maxRetryDelay: 100,
+    onError: (err, events) => errors.push([err.message, events.length]),
+  });
+  a.track({ userId: 'u1', event: 'Lost?' });
+  a.page({ userId: 'u1' }, undefined);
+  const { pending } = await a.closeAndFlush({ timeout: 600 });
+  assert.equal(pending, 2, 'events are kept, not dropped');
+  assert.ok(errors.length >= 2, `reported on every attempt: ${errors.length}`);
+  assert.match(errors[0][0], /write key.*401.*unknown_write_key/);
 });
 
 test('an event without userId or anonymousId is refused at the call', () => {
