@@ -12,8 +12,16 @@ trap 'scripts/backends.sh stop' EXIT
 eval "$(scripts/backends.sh env)"
 scripts/prometheus.sh check          # promtool check rules + promtool test rules
 eval "$(scripts/prometheus.sh env)"
+command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 scripts/browser.sh install
 eval "$(scripts/browser.sh env)"
 cargo test --workspace --locked "$@"
+
 # The built-in dashboard in headless Chromium, against the debug binary cargo test just built.
-SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" node --test sluice/tests/browser/
+cargo build -p sluice --locked
+export SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice"
+node --test sluice/tests/browser/
+
+# The JavaScript SDK (sdk-clients/js): node --test against the same binary, and headless Chromium
+# for the browser build, RudderStack's browser SDK and the beacon.
+(cd sdk-clients/js && npm ci --no-audit --no-fund && npm run build && npm test)

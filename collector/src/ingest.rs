@@ -26,7 +26,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, collector: web::Data<Collecto
         .app_data(collector)
         .route("/health", web::get().to(health))
         .route("/v1/batch", web::post().to(|req, body, c| handle(None, req, body, c)))
-        .route("/beacon/v1/batch", web::post().to(|req, body, c| handle(None, req, body, c)));
+        .route("/beacon/v1/batch", web::post().to(|req, body, c| handle(None, req, body, c)))
+        .route("/pixel/v1/track", web::get().to(crate::pixel::track))
+        .route("/pixel/v1/page", web::get().to(crate::pixel::page))
+        .route("/sourceConfig", web::get().to(crate::source_config::handle))
+        .route("/sourceConfig/", web::get().to(crate::source_config::handle));
     for kind in Kind::ALL {
         scope = scope.route(
             &format!("/v1/{}", kind.as_str()),

@@ -10,6 +10,8 @@ mod error;
 pub mod event;
 mod ingest;
 mod keys;
+pub mod pixel;
+mod source_config;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
