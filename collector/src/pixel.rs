@@ -65,7 +65,7 @@ async fn store(kind: Kind, req: &HttpRequest, c: &Collector) -> Result<(), Colle
         .into_inner();
     let (body, write_key) = event_from_query(kind, params)?;
     let write_key = write_key.filter(|k| !k.is_empty()).ok_or(CollectError::MissingWriteKey)?;
-    let source = c.by_key.get(&write_key).cloned().ok_or(CollectError::UnknownWriteKey)?;
+    let (source, key_id) = c.by_key.get(&write_key).cloned().ok_or(CollectError::UnknownWriteKey)?;
 
     let received_at = Utc::now();
     let received_at_text = received_at.to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -76,17 +76,11 @@ async fn store(kind: Kind, req: &HttpRequest, c: &Collector) -> Result<(), Colle
     } else {
         req.peer_addr().map(|a| a.ip().to_string())
     };
-    let info = RequestInfo {
-        endpoint_kind: Some(kind),
-        received_at,
-        received_at_text: &received_at_text,
-        ip: ip.as_deref(),
-        batch_sent_at: None,
-    };
+    let info = RequestInfo::new(Some(kind), received_at, &received_at_text, ip.as_deref());
     let mut scratch = Vec::with_capacity(body.len() + 256);
     enrich(&body, &info, &mut scratch)?;
     let mut batch = AppendBatch::with_capacity(scratch.len() + 64);
-    batch.push(&source.id, &scratch);
+    batch.push(&source.id, &key_id, &scratch);
 
     if let Some((limiter, _)) = &source.limiter {
         if let Ok(Err(not_until)) = limiter.check_n(NonZeroU32::MIN) {

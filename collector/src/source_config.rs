@@ -19,7 +19,7 @@ use crate::{CollectError, Collector};
 
 pub(crate) async fn handle(req: HttpRequest, c: web::Data<Collector>) -> Result<HttpResponse, CollectError> {
     let key = write_key(&req).ok_or(CollectError::MissingWriteKey)?;
-    let source = c.by_key.get(&key).ok_or(CollectError::UnknownWriteKey)?;
+    let (source, _) = c.by_key.get(&key).ok_or(CollectError::UnknownWriteKey)?;
     let body = json!({
         "isHosted": false,
         "source": {
