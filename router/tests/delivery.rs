@@ -13,10 +13,13 @@ use sluice_transformer::Registry;
 
 /// A receiver that answers with whatever status it is told to, and records every request: the
 /// status it answered and the events in the body.
+/// Every request: the status answered and the events sent.
+type Seen = Arc<Mutex<Vec<(u16, Vec<Value>)>>>;
+
 #[derive(Clone, Default)]
 struct Receiver {
     status: Arc<AtomicU16>,
-    seen: Arc<Mutex<Vec<(u16, Vec<Value>)>>>,
+    seen: Seen,
     requests: Arc<AtomicU16>,
 }
 
