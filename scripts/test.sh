@@ -16,4 +16,4 @@ scripts/browser.sh install
 eval "$(scripts/browser.sh env)"
 cargo test --workspace --locked "$@"
 # The built-in dashboard in headless Chromium, against the debug binary cargo test just built.
-SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" node --test sluice/tests/browser/
+SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" node --test sluice/tests/browser/dashboard.test.js
