@@ -20,7 +20,7 @@ cargo test --workspace --locked "$@"
 # The built-in dashboard in headless Chromium, against the debug binary cargo test just built.
 cargo build -p sluice --locked
 export SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice"
-node --test sluice/tests/browser/
+node --test sluice/tests/browser/dashboard.test.js
 
 # The JavaScript SDK (sdk-clients/js): node --test against the same binary, and headless Chromium
 # for the browser build, RudderStack's browser SDK and the beacon.

@@ -45,7 +45,7 @@ fn by_label(samples: &[Sample], name: &str, label: &str) -> BTreeMap<String, f64
 }
 
 async fn data(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
-    if let Err(denied) = s.authorize(&req) {
+    if let Some(denied) = s.denied(&req) {
         return denied;
     }
     s.refresh_lag();

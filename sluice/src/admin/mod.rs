@@ -81,7 +81,7 @@ impl AdminState {
             .map(|d| AdminDestination {
                 id: d.id.clone(),
                 enabled: d.enabled,
-                state: states.iter().find(|s| &*s.id == d.id).cloned(),
+                state: states.iter().find(|s| *s.id == *d.id).cloned(),
             })
             .collect();
         Ok(AdminState { prometheus, log, destinations, recent, token })
@@ -91,9 +91,9 @@ impl AdminState {
         self.token.is_some()
     }
 
-    /// `Err` with the 401 to send when a token is required and the request lacks the right one.
-    fn authorize(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
-        let Some(token) = &self.token else { return Ok(()) };
+    /// The 401 to send when a token is required and the request lacks the right one.
+    fn denied(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let Some(token) = &self.token else { return None };
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -101,9 +101,9 @@ impl AdminState {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
         match presented {
-            Some(p) if token.matches(p) => Ok(()),
+            Some(p) if token.matches(p) => None,
             // Neither the expected nor the presented token is ever logged or echoed.
-            _ => Err(HttpResponse::Unauthorized()
+            _ => Some(HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"sluice-admin\""))
                 .json(serde_json::json!({
                     "error": "unauthorized",
@@ -151,7 +151,7 @@ async fn health() -> HttpResponse {
 }
 
 async fn metrics(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
-    if let Err(denied) = s.authorize(&req) {
+    if let Some(denied) = s.denied(&req) {
         return denied;
     }
     s.refresh_lag();
@@ -162,7 +162,7 @@ async fn metrics(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
 /// events wait in the log, and taking the collector out of a load balancer would only turn that
 /// delay into lost events at the client. Its state is reported for the operator to see.
 async fn ready(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
-    if let Err(denied) = s.authorize(&req) {
+    if let Some(denied) = s.denied(&req) {
         return denied;
     }
     let log = s.log.health();
