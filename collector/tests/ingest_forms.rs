@@ -25,7 +25,7 @@ fn setup() -> Setup {
         write_keys: vec![WriteKey::plain("key1"), WriteKey::named("ios-app", "key2")],
         rate_limit: None,
     };
-    let data = web::Data::new(Collector::new(CollectorConfig::new("127.0.0.1:0"), &[source], log.clone(), None).unwrap());
+    let data = web::Data::new(Collector::new(CollectorConfig::new("127.0.0.1:0"), &[source], log.clone()).unwrap());
     Setup { _dir: dir, log, data }
 }
 

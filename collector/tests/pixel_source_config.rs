@@ -21,7 +21,7 @@ fn setup(rate: Option<RateLimitConfig>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(LogConfig { dir: dir.path().into(), segment_bytes: 1 << 20, disk_budget_bytes: 1 << 30 }).unwrap();
     let source = SourceConfig { id: "mail".into(), write_keys: vec!["key1".into()], rate_limit: rate };
-    let data = web::Data::new(Collector::new(CollectorConfig::new("127.0.0.1:0"), &[source], log.clone(), None).unwrap());
+    let data = web::Data::new(Collector::new(CollectorConfig::new("127.0.0.1:0"), &[source], log.clone()).unwrap());
     Setup { _dir: dir, log, data }
 }
 

@@ -422,6 +422,7 @@ impl Worker {
             events: vec![DeadEvent {
                 offset: c.offset,
                 source: String::new(),
+                write_key_id: String::new(),
                 event: RawValue::from_string(event.to_string()).expect("serde_json output is JSON"),
             }],
             reason: format!("corrupt_record: {offsets}, byte {} of {}: {}", c.position, c.segment, c.reason),
@@ -447,6 +448,7 @@ impl Worker {
     /// Returns false if a shutdown came first (the cursor then stays before the events).
     async fn store(&self, dead: DeadLetter, shutdown: &watch::Receiver<bool>) -> bool {
         let count = dead.events.len();
+        let stage = dead.stage;
         let entry = Entry {
             id: String::new(),
             destination: self.id.to_string(),
@@ -479,8 +481,9 @@ impl Worker {
         let kind = match stage {
             Stage::Transform => "transform_failed",
             Stage::Delivery => "dead_lettered",
+            Stage::Corrupt => "corrupt_record",
         };
-        self.recent.push(kind, &self.id, format_args!("{count} event(s) dead-lettered (entry {id}): {reason}"));
+        self.recent.push(kind, &self.id, format_args!("{count} event(s) dead-lettered (entry {id}): {}", dead.reason));
         if let Some(alerts) = self.alerts.clone() {
             let (reason, dest) = (dead.reason, self.id.clone());
             let text = if dead.alert == "corrupt_record" {

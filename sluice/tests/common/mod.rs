@@ -133,6 +133,8 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
 /// `http://<admin.listen>` of a config file: where `/metrics`, `/ready` and `/dashboard` are.
 #[allow(dead_code)]
 pub fn admin_url(config: &Path) -> String {
