@@ -91,5 +91,5 @@ fn a_destination_may_take_only_sources_that_exist() {
 
     let typo = GOOD.replace("  - id: archive\n", "  - id: archive\n    sources: [wbe]\n");
     let e = parse(&typo, "t.yaml", env(&[("KEY", "k1")])).unwrap_err().to_string();
-    assert_eq!(e, "t.yaml:10: destinations: archive takes source \"wbe\", which is not defined under sources:");
+    assert_eq!(e, "t.yaml:9: destinations: archive takes source \"wbe\", which is not defined under sources:");
 }
