@@ -1,57 +1,20 @@
 //! Every answer of the collector, through the real actix-web service and a real event log.
 
-use std::io::Write;
-use std::time::Duration;
+#[macro_use]
+mod common;
+
+use common::{basic, gzip, setup_with, stored, Setup};
 
 use actix_web::http::StatusCode;
-use actix_web::{test, web, App};
-use base64::Engine;
-use sluice_collector::{Collector, CollectorConfig, RateLimitConfig, SourceConfig};
-use sluice_eventlog::{EventLog, LogConfig};
+use actix_web::test;
+use sluice_collector::{CollectorConfig, RateLimitConfig, SourceConfig};
 
 fn source(rate: Option<RateLimitConfig>) -> SourceConfig {
     SourceConfig { id: "web".into(), write_keys: vec!["key1".into()], rate_limit: rate }
 }
 
-fn auth(key: &str) -> (&'static str, String) {
-    ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))))
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    log: EventLog,
-    data: web::Data<Collector>,
-}
-
 fn setup(config: CollectorConfig, rate: Option<RateLimitConfig>, budget: u64) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open(LogConfig { dir: dir.path().into(), segment_bytes: 4096, disk_budget_bytes: budget }).unwrap();
-    let data = web::Data::new(Collector::new(config, &[source(rate)], log.clone()).unwrap());
-    Setup { _dir: dir, log, data }
-}
-
-async fn stored(log: &EventLog) -> Vec<serde_json::Value> {
-    let mut r = log.reader("check").unwrap();
-    let mut out = Vec::new();
-    loop {
-        let got = r.read(1000, 1 << 20, Duration::from_millis(20)).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(got.iter().map(|rec| serde_json::from_slice(&rec.event).unwrap()));
-    }
-}
-
-macro_rules! app {
-    ($s:expr) => {
-        test::init_service(App::new().configure(sluice_collector::configure($s.data.clone()))).await
-    };
+    setup_with(config, &[source(rate)], 4096, budget)
 }
 
 async fn error_of(resp: actix_web::dev::ServiceResponse) -> (StatusCode, String, Option<String>) {
@@ -67,7 +30,7 @@ const TRACK: &str = r#"{"userId":"u1","event":"Post Created","properties":{"chan
 async fn track_is_stored_enriched_and_answered_ok() {
     let s = setup(CollectorConfig::new("127.0.0.1:0"), None, 1 << 20);
     let app = app!(s);
-    let req = test::TestRequest::post().uri("/v1/track").insert_header(auth("key1")).set_payload(TRACK).to_request();
+    let req = test::TestRequest::post().uri("/v1/track").insert_header(basic("key1")).set_payload(TRACK).to_request();
     let resp = test::call_service(&app, req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(test::read_body(resp).await, "OK");
@@ -85,7 +48,7 @@ async fn missing_and_unknown_write_keys_get_401() {
     let resp = test::call_service(&app, test::TestRequest::post().uri("/v1/track").set_payload(TRACK).to_request()).await;
     let (status, code, _) = error_of(resp).await;
     assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "missing_write_key"));
-    let req = test::TestRequest::post().uri("/v1/track").insert_header(auth("nope")).set_payload(TRACK).to_request();
+    let req = test::TestRequest::post().uri("/v1/track").insert_header(basic("nope")).set_payload(TRACK).to_request();
     let (status, code, _) = error_of(test::call_service(&app, req).await).await;
     assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "unknown_write_key"));
     assert!(stored(&s.log).await.is_empty());
@@ -101,7 +64,7 @@ async fn malformed_json_and_invalid_events_get_400_and_store_nothing() {
         ("/v1/batch", r#"{"batch":[{"type":"track","userId":"u","event":"ok"},{"type":"track","userId":"u"}]}"#, "invalid_event"),
         ("/v1/batch", r#"{"nobatch":1}"#, "malformed_json"),
     ] {
-        let req = test::TestRequest::post().uri(uri).insert_header(auth("key1")).set_payload(body).to_request();
+        let req = test::TestRequest::post().uri(uri).insert_header(basic("key1")).set_payload(body).to_request();
         let (status, code, _) = error_of(test::call_service(&app, req).await).await;
         assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, want), "{body}");
     }
@@ -115,7 +78,7 @@ async fn gzip_batches_are_accepted_and_the_beacon_takes_the_key_in_the_query() {
     let batch = r#"{"batch":[{"type":"identify","userId":"u1","traits":{"plan":"pro"}},{"type":"page","anonymousId":"a1","name":"Home"}],"sentAt":"2026-11-22T10:00:00Z"}"#;
     let req = test::TestRequest::post()
         .uri("/v1/batch")
-        .insert_header(auth("key1"))
+        .insert_header(basic("key1"))
         .insert_header(("Content-Encoding", "gzip"))
         .set_payload(gzip(batch.as_bytes()))
         .to_request();
@@ -140,7 +103,7 @@ async fn oversized_bodies_and_gzip_bombs_get_413() {
     let s = setup(config, None, 1 << 20);
     let app = app!(s);
     let big = format!(r#"{{"userId":"u","event":"e","properties":{{"p":"{}"}}}}"#, "x".repeat(20_000));
-    let req = test::TestRequest::post().uri("/v1/track").insert_header(auth("key1")).set_payload(big).to_request();
+    let req = test::TestRequest::post().uri("/v1/track").insert_header(basic("key1")).set_payload(big).to_request();
     let (status, code, _) = error_of(test::call_service(&app, req).await).await;
     assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
     // 5 MB of zeros gzip to ~5 KB: small on the wire, refused once it passes 50 KB unpacked.
@@ -148,7 +111,7 @@ async fn oversized_bodies_and_gzip_bombs_get_413() {
     assert!(bomb.len() < 10_000, "{}", bomb.len());
     let req = test::TestRequest::post()
         .uri("/v1/batch")
-        .insert_header(auth("key1"))
+        .insert_header(basic("key1"))
         .insert_header(("Content-Encoding", "gzip"))
         .set_payload(bomb)
         .to_request();
@@ -156,7 +119,7 @@ async fn oversized_bodies_and_gzip_bombs_get_413() {
     assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
     let req = test::TestRequest::post()
         .uri("/v1/track")
-        .insert_header(auth("key1"))
+        .insert_header(basic("key1"))
         .insert_header(("Content-Encoding", "gzip"))
         .set_payload("not gzip")
         .to_request();
@@ -170,7 +133,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     let app = app!(s);
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        let req = test::TestRequest::post().uri("/v1/track").insert_header(auth("key1")).set_payload(TRACK).to_request();
+        let req = test::TestRequest::post().uri("/v1/track").insert_header(basic("key1")).set_payload(TRACK).to_request();
         let resp = test::call_service(&app, req).await;
         statuses.push(resp.status());
         if resp.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -190,7 +153,7 @@ async fn a_full_log_answers_503_with_retry_after() {
     let body = format!(r#"{{"userId":"u","event":"e","properties":{{"p":"{}"}}}}"#, "x".repeat(1500));
     let mut last = None;
     for _ in 0..10 {
-        let req = test::TestRequest::post().uri("/v1/track").insert_header(auth("key1")).set_payload(body.clone()).to_request();
+        let req = test::TestRequest::post().uri("/v1/track").insert_header(basic("key1")).set_payload(body.clone()).to_request();
         let resp = test::call_service(&app, req).await;
         if resp.status() != StatusCode::OK {
             last = Some(error_of(resp).await);

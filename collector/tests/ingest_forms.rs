@@ -2,54 +2,30 @@
 //! level context and integrations, write key ids stored with events, and the checks that keep a
 //! 200 deliverable (nesting, types, timestamps repaired rather than refused).
 
-use std::time::Duration;
+#[macro_use]
+mod common;
+
+use common::{basic, setup_with, stored_records, Setup};
 
 use actix_web::http::StatusCode;
-use actix_web::{test, web, App};
-use base64::Engine;
+use actix_web::test;
 use serde_json::{json, Value};
-use sluice_collector::{fingerprint, Collector, CollectorConfig, SourceConfig, WriteKey, MAX_EVENT_DEPTH};
-use sluice_eventlog::{EventLog, LogConfig};
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    log: EventLog,
-    data: web::Data<Collector>,
-}
+use sluice_collector::{fingerprint, CollectorConfig, SourceConfig, WriteKey, MAX_EVENT_DEPTH};
+use sluice_eventlog::EventLog;
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open(LogConfig { dir: dir.path().into(), segment_bytes: 1 << 20, disk_budget_bytes: 8 << 20 }).unwrap();
     let source = SourceConfig {
         id: "web".into(),
         write_keys: vec![WriteKey::plain("key1"), WriteKey::named("ios-app", "key2")],
         rate_limit: None,
     };
-    let data = web::Data::new(Collector::new(CollectorConfig::new("127.0.0.1:0"), &[source], log.clone()).unwrap());
-    Setup { _dir: dir, log, data }
+    setup_with(CollectorConfig::new("127.0.0.1:0"), &[source], 1 << 20, 8 << 20)
 }
 
 /// (write key id, event) of everything stored.
 async fn stored(log: &EventLog) -> Vec<(String, Value)> {
-    let mut r = log.reader("check").unwrap();
-    let mut out = Vec::new();
-    loop {
-        let got = r.read(1000, 1 << 20, Duration::from_millis(20)).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(got.iter().map(|rec| (rec.write_key_id.to_string(), serde_json::from_slice(&rec.event).unwrap())));
-    }
-}
-
-fn basic(key: &str) -> (&'static str, String) {
-    ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))))
-}
-
-macro_rules! app {
-    ($s:expr) => {
-        test::init_service(App::new().configure(sluice_collector::configure($s.data.clone()))).await
-    };
+    let records = stored_records(log).await;
+    records.iter().map(|rec| (rec.write_key_id.to_string(), serde_json::from_slice(&rec.event).unwrap())).collect()
 }
 
 async fn answer(resp: actix_web::dev::ServiceResponse) -> (StatusCode, Value) {

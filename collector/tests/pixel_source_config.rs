@@ -2,49 +2,18 @@
 //! log; and the request shapes of RudderStack's Go and iOS SDKs (which cannot run here), replayed
 //! from fixtures with the headers those SDKs send.
 
-use std::io::Write;
-use std::time::Duration;
+#[macro_use]
+mod common;
+
+use common::{basic, gzip, setup_with, stored, Setup};
 
 use actix_web::http::StatusCode;
-use actix_web::{test, web, App};
-use base64::Engine;
-use sluice_collector::{Collector, CollectorConfig, RateLimitConfig, SourceConfig};
-use sluice_eventlog::{EventLog, LogConfig};
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    log: EventLog,
-    data: web::Data<Collector>,
-}
+use actix_web::test;
+use sluice_collector::{CollectorConfig, RateLimitConfig, SourceConfig};
 
 fn setup(rate: Option<RateLimitConfig>) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open(LogConfig { dir: dir.path().into(), segment_bytes: 1 << 20, disk_budget_bytes: 1 << 30 }).unwrap();
     let source = SourceConfig { id: "mail".into(), write_keys: vec!["key1".into()], rate_limit: rate };
-    let data = web::Data::new(Collector::new(CollectorConfig::new("127.0.0.1:0"), &[source], log.clone()).unwrap());
-    Setup { _dir: dir, log, data }
-}
-
-async fn stored(log: &EventLog) -> Vec<serde_json::Value> {
-    let mut r = log.reader("check").unwrap();
-    let mut out = Vec::new();
-    loop {
-        let got = r.read(1000, 1 << 20, Duration::from_millis(20)).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(got.iter().map(|rec| serde_json::from_slice(&rec.event).unwrap()));
-    }
-}
-
-macro_rules! app {
-    ($s:expr) => {
-        test::init_service(App::new().configure(sluice_collector::configure($s.data.clone()))).await
-    };
-}
-
-fn basic(key: &str) -> (&'static str, String) {
-    ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))))
+    setup_with(CollectorConfig::new("127.0.0.1:0"), &[source], 1 << 20, 1 << 30)
 }
 
 /// Status, the error header and whether the body is the GIF.
@@ -176,12 +145,6 @@ async fn source_config_answers_what_the_rudderstack_browser_sdk_checks() {
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 /// rudder-sdk-go v2 (see docs/sdk-compat.md): `POST /v1/batch`, Basic auth, JSON, gzip by default.
