@@ -1,13 +1,8 @@
 //! The record format across versions: version 2 carries the write key id, version 1 logs (written
 //! before it existed) still open and read.
 
-use std::time::Duration;
-
 use super::*;
-
-fn config(dir: &Path) -> LogConfig {
-    LogConfig { dir: dir.to_path_buf(), segment_bytes: 4096, disk_budget_bytes: 1 << 20 }
-}
+use crate::tests::{config, read_all};
 
 /// A version 1 record, byte for byte as the previous release wrote it.
 pub(crate) fn v1_record(source: &str, event: &str) -> Vec<u8> {
@@ -20,18 +15,6 @@ pub(crate) fn v1_record(source: &str, event: &str) -> Vec<u8> {
     out
 }
 
-async fn read_all(log: &EventLog) -> Vec<Record> {
-    let mut reader = log.reader("d").unwrap();
-    let mut out = Vec::new();
-    loop {
-        let got = reader.read(1000, 1 << 20, Duration::from_millis(50)).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(got);
-    }
-}
-
 #[tokio::test]
 async fn write_key_ids_are_stored_with_each_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +24,7 @@ async fn write_key_ids_are_stored_with_each_record() {
     batch.push("web", "", br#"{"messageId":"b"}"#);
     batch.push("ios", "sha256:0123456789ab", br#"{"messageId":"c"}"#);
     log.append(batch).await.unwrap();
-    let got = read_all(&log).await;
+    let got = read_all(&log, "d").await;
     let seen: Vec<(&str, &str, &[u8])> = got.iter().map(|r| (&*r.source, &*r.write_key_id, &r.event[..])).collect();
     assert_eq!(
         seen,
@@ -66,7 +49,7 @@ async fn a_log_of_version_1_records_opens_reads_and_takes_version_2_appends() {
     let mut batch = AppendBatch::default();
     batch.push("web", "k1", br#"{"messageId":"new-2"}"#);
     log.append(batch).await.unwrap();
-    let got = read_all(&log).await;
+    let got = read_all(&log, "d").await;
     let seen: Vec<(u64, &str, &str, &[u8])> =
         got.iter().map(|r| (r.offset, &*r.source, &*r.write_key_id, &r.event[..])).collect();
     assert_eq!(

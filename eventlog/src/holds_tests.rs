@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-
-fn config(dir: &Path) -> LogConfig {
-    LogConfig { dir: dir.to_path_buf(), segment_bytes: 4096, disk_budget_bytes: 1 << 20 }
-}
+use crate::tests::config;
 
 /// Appends `n` events of ~100 bytes named `{tag}-{i}` (one append per event, so 4 KiB segments
 /// fill and seal as they would under traffic).

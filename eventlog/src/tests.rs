@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use super::*;
 
-fn config(dir: &Path) -> LogConfig {
+/// A small log (4 KiB segments) in `dir`; shared by the other test modules of this crate.
+pub(crate) fn config(dir: &Path) -> LogConfig {
     LogConfig { dir: dir.to_path_buf(), segment_bytes: 4096, disk_budget_bytes: 1 << 20 }
 }
 
@@ -19,7 +20,8 @@ fn events(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{{\"messageId\":\"{prefix}-{i}\"}}")).collect()
 }
 
-async fn read_all(log: &EventLog, consumer: &str) -> Vec<Record> {
+/// Everything `consumer` can read from its cursor on.
+pub(crate) async fn read_all(log: &EventLog, consumer: &str) -> Vec<Record> {
     let mut reader = log.reader(consumer).unwrap();
     let mut out = Vec::new();
     loop {
