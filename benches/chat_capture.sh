@@ -10,7 +10,8 @@
 #
 # Usage: USERS=30000 DURATION=600 benches/chat_capture.sh      (the full run)
 #        USERS=3000 DURATION=90 benches/chat_capture.sh        (a short one)
-# Other knobs: COMPRESSION (default 1), ONLINE (0.3), WAR_ROOM (posts/s, default 0), OUT (work dir).
+# Other knobs: COMPRESSION (default 1), ONLINE (0.3), WAR_ROOM (posts/s, default 0), OUT (work dir),
+#   OFF_DURATION (seconds of the analytics-off run, default DURATION: latency needs less time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 USERS=${USERS:-3000}
@@ -19,6 +20,7 @@ KILL_AT=${KILL_AT:-$((DURATION / 2))}
 COMPRESSION=${COMPRESSION:-1}
 ONLINE=${ONLINE:-0.3}
 WAR_ROOM=${WAR_ROOM:-0}
+OFF_DURATION=${OFF_DURATION:-$DURATION}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
 PROFILE=${PROFILE:-release}   # debug only to try the script: figures from debug builds mean little
 BIN=$TARGET/$PROFILE
@@ -50,15 +52,15 @@ sample() { # every 5 s while chat-load runs: t, sluice cpu/rss, chat cpu/rss
     echo "$((SECONDS - t0)) $(usage "$(cat "$OUT/sluice.pid")") $(usage "$(cat "$OUT/chat.pid")")" >>"$OUT/usage-$1.txt"; sleep 5
   done; }
 
-run_load() { # $1 = on|off
+run_load() { # $1 = on|off, $2 = seconds
   "$BIN/chat-load" --url "http://127.0.0.1:$CHAT_PORT" --users "$USERS" --online "$ONLINE" --compression "$COMPRESSION" \
-    --duration "$DURATION" --war-room-rate "$WAR_ROOM" --summary-json "$OUT/summary-$1.json" --progress-every 10 \
+    --duration "$2" --war-room-rate "$WAR_ROOM" --summary-json "$OUT/summary-$1.json" --progress-every 10 \
     >"$OUT/load-$1.txt" 2>"$OUT/load-$1.log" & LOAD_PID=$!; PIDS+=("$LOAD_PID"); }
 
 echo "work dir: $OUT; $PROFILE build; $USERS users, $DURATION s, SIGKILL of Sluice at ${KILL_AT}s of the run phase; $(nproc) cores" >&2
 start_sluice
 start_chat on "$OUT/chat-on"
-run_load on
+run_load on "$DURATION"
 until grep -q "setup took" "$OUT/load-on.log" 2>/dev/null; do kill -0 "$LOAD_PID" || { cat "$OUT/load-on.log"; exit 1; }; sleep 1; done
 RUN_START=$SECONDS
 sample on & SAMPLER=$!
@@ -72,7 +74,7 @@ RECONCILE_RC=0
 kill "$CHAT_PID" 2>/dev/null || true
 
 start_chat off "$OUT/chat-off"
-run_load off
+run_load off "$OFF_DURATION"
 wait "$LOAD_PID" || true
 
 echo "== chat-load, analytics on"; grep -v '^\[' "$OUT/load-on.log" | head -5; cat "$OUT/load-on.txt"

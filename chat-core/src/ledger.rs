@@ -9,11 +9,16 @@
 //! -6f1c0d3e-5a8b-4c3e-9d2f-0b7e8a9c1d2e    refused: the SDK returned an error, it was never queued
 //! ```
 //!
-//! The crash order, and why: an intent line is written and fsynced (grouped with every other
-//! intent that arrives during the fsync) *before* the event is handed to the SDK, whose durable
-//! queue fsyncs it in turn. So every event that can reach Sluice is in the ledger: no event is
-//! invisible to reconciliation. The confirmation is written after the SDK's send returned, without
-//! an fsync of its own (it rides on the next group's fsync, or the one-second tick).
+//! The crash order, and why: an intent line is written to the file (one `write` for every intent
+//! that arrived meanwhile) *before* the event is handed to the SDK, whose durable queue fsyncs it.
+//! The intent waits for the write, not for an fsync: once written, the line is in the kernel's
+//! page cache and survives a crash (even SIGKILL) of the chat core. A syncer thread fsyncs the file
+//! every 100 ms while it is dirty. So every event that can reach Sluice is in the ledger, and the
+//! user's action waits for one fsync (the SDK's), not two; an earlier version fsynced the intent
+//! first and doubled the analytics cost of every post (BENCHMARKS.md, "Chat capture").
+//! What a power cut (not a process crash) can lose is the last 100 ms of ledger lines; their
+//! events may then land without being in the ledger, which reconciliation reports as "not in the
+//! ledger", never as missing. Confirmations are written the same way.
 //!
 //! A crash of the chat core between the two fsyncs leaves intents that were never queued; they
 //! must not count as "missing". Reconciliation therefore reads an intent without a confirmation as
@@ -28,7 +33,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -66,7 +72,8 @@ impl Ledger {
         Ok(Ledger { tx })
     }
 
-    /// Records that `id` is about to be emitted; returns once the line is on disk.
+    /// Records that `id` is about to be emitted; returns once the line is written (not fsynced,
+    /// see the module docs).
     pub async fn intent(&self, id: &str) -> Result<(), ChatError> {
         let (done, wait) = oneshot::channel();
         self.tx.send(Record::Intent(id.to_string(), done)).map_err(|_| ChatError::Ledger("writer stopped".into()))?;
@@ -89,25 +96,35 @@ impl Ledger {
     }
 }
 
-/// Group commit: everything queued while the previous fsync ran goes out in one write + fsync.
+/// How often the syncer thread fsyncs a dirty ledger.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+/// Writes what is queued in one `write` and answers the intents at once; fsyncs are the syncer
+/// thread's job (or done here for an explicit `sync`), so an intent never waits for the disk.
 fn writer(mut file: File, rx: mpsc::Receiver<Record>) {
+    let dirty = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let syncer = match file.try_clone() {
+        Ok(clone) => {
+            let (dirty, stop) = (dirty.clone(), stop.clone());
+            std::thread::Builder::new().name("ledger-sync".into()).spawn(move || syncer(clone, &dirty, &stop)).ok()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "emission ledger: no syncer thread; every write is fsynced at once");
+            None
+        }
+    };
     let mut buf = Vec::with_capacity(64 * 1024);
-    let mut waiters = Vec::new();
-    let mut dirty = false;
-    loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(r) => Some(r),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let ticked = first.is_none();
-        let mut next = first;
+    let mut intents = Vec::new();
+    let mut syncs = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
         while let Some(record) = next {
             match record {
                 Record::Intent(id, done) => {
                     buf.extend_from_slice(id.as_bytes());
                     buf.push(b'\n');
-                    waiters.push(done);
+                    intents.push(done);
                 }
                 Record::Confirm(id) => {
                     buf.push(b'+');
@@ -119,44 +136,76 @@ fn writer(mut file: File, rx: mpsc::Receiver<Record>) {
                     buf.extend_from_slice(id.as_bytes());
                     buf.push(b'\n');
                 }
-                Record::Sync(done) => waiters.push(done),
+                Record::Sync(done) => syncs.push(done),
             }
-            next = if waiters.len() < 4096 { rx.try_recv().ok() } else { None };
+            next = if intents.len() < 4096 { rx.try_recv().ok() } else { None };
         }
         if !buf.is_empty() {
-            if let Err(e) = file.write_all(&buf) {
-                fail(&mut waiters, &e);
-                buf.clear();
+            let written = file.write_all(&buf);
+            buf.clear();
+            if let Err(e) = written {
+                fail(&mut intents, &e);
+                fail(&mut syncs, &e);
                 continue;
             }
-            buf.clear();
-            dirty = true;
+            dirty.store(true, Ordering::Release);
         }
-        // Only intents (and explicit syncs) wait for the disk; confirmations ride along, or go
-        // out with the once-a-second tick when nothing else is happening.
-        if dirty && (!waiters.is_empty() || ticked) {
+        for w in intents.drain(..) {
+            let _ = w.send(Ok(()));
+        }
+        if !syncs.is_empty() || syncer.is_none() {
+            dirty.store(false, Ordering::Release);
             match file.sync_data() {
-                Ok(()) => {
-                    dirty = false;
-                    for w in waiters.drain(..) {
-                        let _ = w.send(Ok(()));
-                    }
-                }
-                Err(e) => fail(&mut waiters, &e),
-            }
-        } else {
-            for w in waiters.drain(..) {
-                let _ = w.send(Ok(()));
+                Ok(()) => syncs.drain(..).for_each(|w| drop(w.send(Ok(())))),
+                Err(e) => fail(&mut syncs, &e),
             }
         }
     }
-    let _ = file.write_all(&buf);
+    stop.store(true, Ordering::Release);
     let _ = file.sync_data();
+    if let Some(t) = syncer {
+        let _ = t.join();
+    }
+}
+
+fn syncer(file: File, dirty: &AtomicBool, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(SYNC_EVERY);
+        if dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, "emission ledger fsync failed");
+                dirty.store(true, Ordering::Release);
+            }
+        }
+    }
 }
 
 fn fail(waiters: &mut Vec<oneshot::Sender<Result<(), String>>>, e: &std::io::Error) {
     tracing::error!(error = %e, "emission ledger write failed");
     for w in waiters.drain(..) {
         let _ = w.send(Err(e.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An intent is in the file (the page cache) by the time `intent` returns, before any fsync:
+    /// that is what makes a SIGKILL right after it harmless. A torn last line from an earlier crash
+    /// is ended first, so the next record starts on a line of its own.
+    #[tokio::test]
+    async fn intents_are_written_before_intent_returns_and_follow_a_torn_line_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("emitted.ledger");
+        std::fs::write(&path, "older\n+older\ntorn-by-a-cra").unwrap();
+        let ledger = Ledger::open(&path).unwrap();
+        ledger.intent("a1").await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "older\n+older\ntorn-by-a-cra\na1\n");
+        ledger.confirm("a1");
+        ledger.refuse("b2");
+        ledger.intent("c3").await.unwrap();
+        ledger.sync().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "older\n+older\ntorn-by-a-cra\na1\n+a1\n-b2\nc3\n");
     }
 }
