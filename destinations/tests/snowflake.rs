@@ -419,7 +419,8 @@ async fn the_s3_stage_uploads_and_removes_batch_files() {
     let s3 = moto::client(&endpoint);
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
 
-    let store = FileStore::open(&config).await.expect("an s3 stage has a file store");
+    let timeout = std::time::Duration::from_secs(30);
+    let store = FileStore::open(&config, timeout).await.unwrap().expect("an s3 stage has a file store");
     let gz = |text: &str| {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut e, text.as_bytes()).unwrap();
@@ -449,7 +450,7 @@ async fn the_s3_stage_uploads_and_removes_batch_files() {
     if let StageConfig::S3 { bucket, .. } = &mut missing {
         *bucket = format!("{bucket}-missing");
     }
-    let store = FileStore::open(&missing).await.unwrap();
+    let store = FileStore::open(&missing, timeout).await.unwrap().unwrap();
     let error = store.upload(dir, vec![StagedFile { name: "x.gz".into(), bytes: vec![1] }]).await.unwrap_err();
     assert!(!error.is_retriable(), "{error}");
 }
