@@ -34,7 +34,6 @@ mod rows;
 pub mod schema;
 pub mod stage;
 
-pub use client::is_permanent_code;
 pub use config::{default_discards_table, AuthConfig, Secret, SnowflakeConfig, StageConfig};
 
 use client::Warehouse;
