@@ -145,6 +145,24 @@ impl SourceConfig {
     }
 }
 
+/// The rules for a `sources:` list, in one place for `sluice validate` and [`Collector::new`]: every
+/// source is valid on its own, and no id or write key is used by two sources (a key must name one
+/// source). `Err` carries the index of the offending source, so the config loader can point at it.
+pub fn validate_sources(sources: &[SourceConfig]) -> Result<(), (usize, String)> {
+    let mut ids = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::new();
+    for (i, s) in sources.iter().enumerate() {
+        s.validate().map_err(|m| (i, m))?;
+        if !ids.insert(s.id.as_str()) {
+            return Err((i, format!("id {:?} is used twice", s.id)));
+        }
+        if s.write_keys.iter().any(|k| !keys.insert(k.key.as_str())) {
+            return Err((i, format!("a write key of {:?} is used twice", s.id)));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) struct Source {
     pub id: Arc<str>,
     pub limiter: Option<(DefaultDirectRateLimiter, u32)>,
@@ -171,9 +189,9 @@ impl Collector {
         sources: &[SourceConfig],
         log: EventLog,
     ) -> Result<Collector, String> {
+        validate_sources(sources).map_err(|(_, message)| format!("sources: {message}"))?;
         let mut by_key = HashMap::new();
         for s in sources {
-            s.validate()?;
             let limiter = s.rate_limit.as_ref().map(|r| {
                 let per_sec = NonZeroU32::new(r.events_per_second).expect("validated");
                 let burst = r.burst.unwrap_or(r.events_per_second.saturating_mul(2));
@@ -185,9 +203,7 @@ impl Collector {
             let received_bytes = metrics::counter!(metric::RECEIVED_BYTES, "source" => s.id.clone());
             let source = Arc::new(Source { id: Arc::from(s.id.as_str()), limiter, received, received_bytes });
             for key in &s.write_keys {
-                if by_key.insert(key.key.clone(), (source.clone(), Arc::from(key.id.as_str()))).is_some() {
-                    return Err(format!("write key of source {} is used by another source too", s.id));
-                }
+                by_key.insert(key.key.clone(), (source.clone(), Arc::from(key.id.as_str())));
             }
         }
         for code in CollectError::CODES {
@@ -211,4 +227,24 @@ impl Collector {
 /// Registers every route; used by the server and by tests (`actix_web::test::init_service`).
 pub fn configure(collector: web::Data<Collector>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| ingest::routes(cfg, collector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(id: &str, keys: &[&str]) -> SourceConfig {
+        SourceConfig { id: id.into(), write_keys: keys.iter().map(|k| WriteKey::plain(*k)).collect(), rate_limit: None }
+    }
+
+    #[test]
+    fn a_source_list_is_refused_at_the_first_source_that_breaks_a_rule() {
+        assert_eq!(validate_sources(&[source("web", &["k1"]), source("app", &["k2", "k3"])]), Ok(()));
+        let (at, message) = validate_sources(&[source("web", &["k1"]), source("bad id", &["k2"])]).unwrap_err();
+        assert_eq!((at, message.contains("[A-Za-z0-9_-]")), (1, true), "{message}");
+        let (at, message) = validate_sources(&[source("web", &["k1"]), source("web", &["k2"])]).unwrap_err();
+        assert_eq!((at, message.as_str()), (1, "id \"web\" is used twice"));
+        let (at, message) = validate_sources(&[source("web", &["k1"]), source("app", &["k2", "k1"])]).unwrap_err();
+        assert_eq!((at, message.as_str()), (1, "a write key of \"app\" is used twice"));
+    }
 }

@@ -315,14 +315,7 @@ async fn classify_response(response: reqwest::Response) -> Result<StatusCode, De
     let retry_after =
         response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, Utc::now()));
     let reason = format!("webhook answered {status}: {}", body_excerpt(response).await);
-    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Err(DeliveryError::Temporary { reason, retry_after })
-    } else if status.is_client_error() {
-        Err(DeliveryError::permanent(reason))
-    } else {
-        // 1xx (other than those reqwest handles itself) or a non-standard code: be conservative.
-        Err(DeliveryError::Temporary { reason, retry_after })
-    }
+    Err(DeliveryError::from_status(Some(status.as_u16()), reason, retry_after))
 }
 
 /// The start of an error body, on one line, so a reason says what the endpoint complained about.

@@ -1,11 +1,13 @@
 //! The S3 destination against moto (`scripts/backends.sh start`), one fresh bucket per test.
 
+#[path = "support/moto.rs"]
+mod moto;
+
 use std::io::Read;
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, TimeUnit};
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, ResponseChecksumValidation};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::distr::Alphanumeric;
@@ -14,58 +16,13 @@ use serde_json::{json, Value};
 use sluice_destinations::s3::{S3Config, S3Destination, S3Format};
 use sluice_destinations::{Batch, Destination, OutEvent, SinkConfig};
 
+use moto::{endpoint, fresh_bucket};
+
 const MIB: u64 = 1024 * 1024;
 const RECEIVED_AT: &str = "2026-11-22T10:15:30.250Z";
 
-/// The moto endpoint; fails (never skips) when nothing answers there.
-fn endpoint() -> String {
-    let endpoint = std::env::var("SLUICE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
-    let host = endpoint.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
-    if std::net::TcpStream::connect(host).is_err() {
-        panic!("no S3 server at {endpoint} (SLUICE_TEST_S3_ENDPOINT): run `scripts/backends.sh start` first");
-    }
-    endpoint
-}
-
-fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .force_path_style(true)
-        // moto 5.1 returns a multipart object's composite CRC32 without S3's "-{parts}" suffix, so
-        // the SDK would check it against the whole body and fail. The tests compare bodies anyway.
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
-/// A moto client and a new, empty bucket that no other test uses.
-async fn fresh_bucket(test: &str) -> (aws_sdk_s3::Client, String, String) {
-    let endpoint = endpoint();
-    let client = client(&endpoint);
-    let suffix: String = rand::rng().sample_iter(Alphanumeric).take(8).map(|c| char::from(c).to_ascii_lowercase()).collect();
-    let bucket = format!("sluice-{test}-{suffix}").replace('_', "-");
-    client.create_bucket().bucket(&bucket).send().await.unwrap();
-    (client, endpoint, bucket)
-}
-
 fn config(endpoint: &str, bucket: &str, format: S3Format) -> S3Config {
-    S3Config {
-        bucket: bucket.into(),
-        prefix: "events/raw/".into(),
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint.into()),
-        force_path_style: true,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        session_token: None,
-        format,
-        multipart_threshold_bytes: 16 * MIB,
-        part_size_bytes: 8 * MIB,
-        timeout_ms: 60_000,
-    }
+    S3Config { format, ..moto::sink_config(endpoint, bucket) }
 }
 
 fn event(offset: u64, source: &str, extra: Value) -> OutEvent {

@@ -4,74 +4,17 @@
 
 #[path = "support/fakesnow.rs"]
 mod fakesnow;
+#[path = "support/moto.rs"]
+mod moto;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use sluice_destinations::snowflake::{AuthConfig, Secret, SnowflakeConfig, SnowflakeDestination, StageConfig};
+use sluice_destinations::snowflake::{AuthConfig, Secret, SnowflakeDestination, StageConfig};
 use sluice_destinations::{Batch, Destination, OutEvent, SinkConfig};
 
-use fakesnow::{Admin, Faults};
-
-/// A fresh database and stage directory per test, so tests run in parallel.
-struct Env {
-    admin: Admin,
-    database: String,
-    stage_dir: tempfile::TempDir,
-}
-
-impl Env {
-    async fn new() -> Env {
-        let database = fakesnow::unique("SLUICE");
-        let admin = Admin::connect(None);
-        admin.exec(&format!("CREATE DATABASE {database}")).await;
-        let admin = Admin::connect(Some(&database));
-        Env { admin, database, stage_dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn config(&self) -> SnowflakeConfig {
-        SnowflakeConfig {
-            account: "fakeacct".into(),
-            user: "sluice".into(),
-            auth: AuthConfig::Password { password: Secret("secret".into()) },
-            warehouse: Some("WH".into()),
-            database: self.database.clone(),
-            schema: "EVENTS".into(),
-            role: None,
-            stage: StageConfig::Local { name: "SLUICE_STAGE".into(), path: self.stage_dir.path().into() },
-            max_file_bytes: 1024 * 1024,
-            gzip_level: 1,
-            timeout_secs: 60,
-            discards_table: sluice_destinations::snowflake::default_discards_table(),
-        }
-    }
-
-    async fn destination(&self) -> SnowflakeDestination {
-        SnowflakeDestination::with_client(self.config(), fakesnow::client(&Faults::default())).await.unwrap()
-    }
-
-    fn table(&self, table: &str) -> String {
-        format!("{}.EVENTS.{table}", self.database)
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        self.admin.value(&format!("SELECT COUNT(*) FROM {}", self.table(table))).await.unwrap().parse().unwrap()
-    }
-
-    async fn columns(&self, table: &str) -> Vec<String> {
-        let rows = self
-            .admin
-            .rows(&format!(
-                "SELECT LOWER(column_name) FROM {}.information_schema.columns \
-                 WHERE UPPER(table_schema) = 'EVENTS' AND UPPER(table_name) = '{}' ORDER BY 1",
-                self.database,
-                table.to_uppercase()
-            ))
-            .await;
-        rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
-    }
-}
+use fakesnow::{Env, Faults};
 
 const T0: &str = "2024-05-01T10:00:00.000Z";
 const T1: &str = "2024-05-01T11:00:00.000Z";
@@ -456,11 +399,7 @@ async fn the_s3_stage_uploads_and_removes_batch_files() {
     use sluice_destinations::snowflake::stage::{self, FileStore, StagedFile};
     use std::io::Read;
 
-    let endpoint = std::env::var("SLUICE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
-    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
-    if std::net::TcpStream::connect(&addr).is_err() {
-        panic!("no S3 (moto) server at {endpoint}: run `scripts/backends.sh start` (or set SLUICE_TEST_S3_ENDPOINT)");
-    }
+    let endpoint = moto::endpoint();
     let bucket = fakesnow::unique("stage").to_lowercase().replace('_', "-");
     let config = StageConfig::S3 {
         name: "SLUICE_STAGE".into(),
@@ -477,16 +416,11 @@ async fn the_s3_stage_uploads_and_removes_batch_files() {
         format!("CREATE STAGE IF NOT EXISTS \"DB\".\"S\".\"SLUICE_STAGE\" URL = 's3://{bucket}/snowflake/' STORAGE_INTEGRATION = \"S3_INT\"")
     );
 
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build());
+    let s3 = moto::client(&endpoint);
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
 
-    let store = FileStore::open(&config).await.expect("an s3 stage has a file store");
+    let timeout = std::time::Duration::from_secs(30);
+    let store = FileStore::open(&config, timeout).await.unwrap().expect("an s3 stage has a file store");
     let gz = |text: &str| {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut e, text.as_bytes()).unwrap();
@@ -516,7 +450,7 @@ async fn the_s3_stage_uploads_and_removes_batch_files() {
     if let StageConfig::S3 { bucket, .. } = &mut missing {
         *bucket = format!("{bucket}-missing");
     }
-    let store = FileStore::open(&missing).await.unwrap();
+    let store = FileStore::open(&missing, timeout).await.unwrap().unwrap();
     let error = store.upload(dir, vec![StagedFile { name: "x.gz".into(), bytes: vec![1] }]).await.unwrap_err();
     assert!(!error.is_retriable(), "{error}");
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
-use sluice_destinations::snowflake::{AuthConfig, Secret, SnowflakeConfig, SnowflakeDestination, StageConfig};
+use sluice_destinations::snowflake::{SnowflakeConfig, SnowflakeDestination};
 use sluice_destinations::{Batch, Destination, OutEvent};
 
 fn events(first: u64, count: usize) -> Batch {
@@ -39,22 +39,13 @@ async fn rows_per_second_by_batch_size() {
     println!("| batch size (events) | batches | rows per batch | seconds per batch | rows/s | share of time in fakesnow |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for (size, batches) in [(100usize, 10u64), (1_000, 5), (10_000, 3)] {
-        let database = fakesnow::unique("BENCH");
-        fakesnow::Admin::connect(None).exec(&format!("CREATE DATABASE {database}")).await;
-        let dir = tempfile::tempdir().unwrap();
+        let env = fakesnow::Env::new().await;
         let config = SnowflakeConfig {
-            account: "fakeacct".into(),
-            user: "sluice".into(),
-            auth: AuthConfig::Password { password: Secret("secret".into()) },
             warehouse: None,
-            database: database.clone(),
-            schema: "EVENTS".into(),
-            role: None,
-            stage: StageConfig::Local { name: "SLUICE_STAGE".into(), path: dir.path().into() },
             max_file_bytes: 100 * 1024 * 1024,
             gzip_level: 6,
             timeout_secs: 600,
-            discards_table: sluice_destinations::snowflake::default_discards_table(),
+            ..env.config()
         };
         let shim = fakesnow::Faults::default();
         let dest = SnowflakeDestination::with_client(config, fakesnow::client(&shim)).await.unwrap();
@@ -76,8 +67,7 @@ async fn rows_per_second_by_batch_size() {
             rows / secs,
             100.0 * in_server / secs
         );
-        let admin = fakesnow::Admin::connect(Some(&database));
-        let loaded = admin.value(&format!("SELECT COUNT(*) FROM {database}.EVENTS.MESSAGE_POSTED")).await;
+        let loaded = env.admin.value(&format!("SELECT COUNT(*) FROM {}", env.table("MESSAGE_POSTED"))).await;
         assert_eq!(loaded, Some(((batches + 1) * size as u64).to_string()));
     }
 }

@@ -1,99 +1,19 @@
 //! The webhook destination against a real HTTP server started by each test on 127.0.0.1.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
+#[path = "support/receiver.rs"]
+mod receiver;
+
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{HeaderMap, Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use sluice_destinations::webhook::{WebhookConfig, WebhookDestination, WebhookMethod, WebhookMode};
 use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent, SinkConfig};
 
-/// What the test server answers to one request.
-#[derive(Debug, Clone)]
-enum Reply {
-    Status(u16),
-    /// A status with a `Retry-After` header.
-    RetryAfter(u16, String),
-    /// Never answer (within the test's lifetime).
-    Hang,
-}
-
-#[derive(Debug)]
-struct Recorded {
-    method: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-#[derive(Default)]
-struct State {
-    requests: Mutex<Vec<Recorded>>,
-    /// Replies for the next requests, in order; `Status(200)` once empty.
-    replies: Mutex<VecDeque<Reply>>,
-}
-
-struct TestServer {
-    url: String,
-    state: Arc<State>,
-}
-
-impl TestServer {
-    async fn start(replies: impl IntoIterator<Item = Reply>) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook?token=abc", listener.local_addr().unwrap());
-        let state = Arc::new(State::default());
-        state.replies.lock().unwrap().extend(replies);
-        let shared = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| answer(state.clone(), request));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        TestServer { url, state }
-    }
-
-    fn requests(&self) -> std::sync::MutexGuard<'_, Vec<Recorded>> {
-        self.state.requests.lock().unwrap()
-    }
-}
-
-async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = request.method().to_string();
-    let headers = request.headers().clone();
-    let body = request.into_body().collect().await.unwrap().to_bytes();
-    state.requests.lock().unwrap().push(Recorded { method, headers, body });
-    let reply = state.replies.lock().unwrap().pop_front().unwrap_or(Reply::Status(200));
-    let (status, retry_after) = match reply {
-        Reply::Status(s) => (s, None),
-        Reply::RetryAfter(s, v) => (s, Some(v)),
-        Reply::Hang => {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            (200, None)
-        }
-    };
-    let mut response = Response::builder().status(status);
-    if let Some(value) = retry_after {
-        response = response.header("retry-after", value);
-    }
-    Ok(response.body(Full::new(Bytes::from(format!("{{\"error\": \"status {status} from the test server\"}}")))).unwrap())
-}
+use receiver::{Receiver, Recorded, Reply};
 
 fn config(url: &str) -> WebhookConfig {
     WebhookConfig {
@@ -133,7 +53,7 @@ async fn deliver_error(config: WebhookConfig) -> DeliveryError {
 
 #[tokio::test]
 async fn batch_mode_posts_a_json_array_of_exactly_the_events() {
-    let server = TestServer::start([]).await;
+    let server = Receiver::start([]).await;
     let b = batch(3);
     let delivered = WebhookDestination::new(config(&server.url)).unwrap().deliver(&b).await.unwrap();
     assert!(delivered.rejected.is_empty());
@@ -149,7 +69,7 @@ async fn batch_mode_posts_a_json_array_of_exactly_the_events() {
 
 #[tokio::test]
 async fn event_mode_sends_one_request_per_event_in_order() {
-    let server = TestServer::start([]).await;
+    let server = Receiver::start([]).await;
     let mut c = config(&server.url);
     c.mode = WebhookMode::Event;
     c.method = WebhookMethod::Put;
@@ -165,7 +85,7 @@ async fn event_mode_sends_one_request_per_event_in_order() {
 
 #[tokio::test]
 async fn event_mode_rejects_a_refused_event_and_delivers_the_rest() {
-    let server = TestServer::start([Reply::Status(200), Reply::Status(422), Reply::Status(200)]).await;
+    let server = Receiver::start([Reply::Status(200), Reply::Status(422), Reply::Status(200)]).await;
     let mut c = config(&server.url);
     c.mode = WebhookMode::Event;
     let delivered = WebhookDestination::new(c).unwrap().deliver(&batch(3)).await.unwrap();
@@ -177,7 +97,7 @@ async fn event_mode_rejects_a_refused_event_and_delivers_the_rest() {
 
 #[tokio::test]
 async fn event_mode_stops_at_a_temporary_failure() {
-    let server = TestServer::start([Reply::Status(200), Reply::Status(503)]).await;
+    let server = Receiver::start([Reply::Status(200), Reply::Status(503)]).await;
     let mut c = config(&server.url);
     c.mode = WebhookMode::Event;
     let error = WebhookDestination::new(c).unwrap().deliver(&batch(4)).await.unwrap_err();
@@ -187,7 +107,7 @@ async fn event_mode_stops_at_a_temporary_failure() {
 
 #[tokio::test]
 async fn custom_headers_arrive() {
-    let server = TestServer::start([]).await;
+    let server = Receiver::start([]).await;
     let mut c = config(&server.url);
     c.headers.insert("Authorization".into(), "Bearer t0ken".into());
     c.headers.insert("X-Team".into(), "chat-core".into());
@@ -209,7 +129,7 @@ fn expected_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
 
 #[tokio::test]
 async fn signature_verifies_with_the_secret_and_not_with_another() {
-    let server = TestServer::start([]).await;
+    let server = Receiver::start([]).await;
     let mut c = config(&server.url);
     c.signing_secret = Some("s3cret".into());
     WebhookDestination::new(c).unwrap().deliver(&batch(2)).await.unwrap();
@@ -225,7 +145,7 @@ async fn signature_verifies_with_the_secret_and_not_with_another() {
 
 #[tokio::test]
 async fn gzip_bodies_decompress_to_the_events_and_the_signature_covers_the_json() {
-    let server = TestServer::start([]).await;
+    let server = Receiver::start([]).await;
     let mut c = config(&server.url);
     c.gzip = true;
     c.signing_secret = Some("s3cret".into());
@@ -251,7 +171,7 @@ async fn retriable_statuses_are_temporary_and_carry_retry_after() {
         (Reply::Status(502), None),
     ];
     for (reply, wait) in cases {
-        let server = TestServer::start([reply.clone()]).await;
+        let server = Receiver::start([reply.clone()]).await;
         let error = deliver_error(config(&server.url)).await;
         assert!(error.is_retriable(), "{reply:?} should be retriable: {error}");
         match wait {
@@ -267,7 +187,7 @@ async fn retriable_statuses_are_temporary_and_carry_retry_after() {
 #[tokio::test]
 async fn other_4xx_and_redirects_are_permanent_with_the_status_and_body() {
     for status in [400, 401, 404, 413, 302] {
-        let server = TestServer::start([Reply::Status(status)]).await;
+        let server = Receiver::start([Reply::Status(status)]).await;
         let error = deliver_error(config(&server.url)).await;
         assert!(!error.is_retriable(), "{status} should be permanent: {error}");
         let reason = error.to_string();
@@ -281,7 +201,7 @@ async fn other_4xx_and_redirects_are_permanent_with_the_status_and_body() {
 
 #[tokio::test]
 async fn a_hanging_endpoint_times_out_as_retriable() {
-    let server = TestServer::start([Reply::Hang]).await;
+    let server = Receiver::start([Reply::Hang]).await;
     let mut c = config(&server.url);
     c.timeout_ms = 300;
     let dest = WebhookDestination::new(c).unwrap();
@@ -304,7 +224,7 @@ async fn connection_refused_is_retriable() {
 
 #[tokio::test]
 async fn sink_config_builds_a_webhook_from_its_type_tag() {
-    let server = TestServer::start([]).await;
+    let server = Receiver::start([]).await;
     let sink: SinkConfig = serde_json::from_value(json!({
         "type": "webhook", "url": server.url, "mode": "event", "headers": {"X-Key": "k"}, "timeout_ms": 2000
     }))

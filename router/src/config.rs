@@ -181,8 +181,10 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
-    /// Full-jitter exponential backoff: spreads retries of many lanes so they do not hit a
-    /// recovering destination at the same instant.
+    /// Exponential backoff with equal jitter: a wait drawn between half the capped exponential
+    /// step and the whole of it. The jitter spreads retries of many lanes so they do not hit a
+    /// recovering destination at the same instant; the fixed half (unlike full jitter, which may
+    /// draw zero) keeps a retry from following its failure at once.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let cap = self.initial_backoff_ms.saturating_mul(1u64 << attempt.min(20)).min(self.max_backoff_ms);
         let low = cap / 2;
@@ -274,5 +276,16 @@ mod tests {
         assert!(!takes(yaml, r#"{"type":"track"}"#, "ios"));
         assert!(!takes(yaml, r#"{"type":"track","integrations":{"raw_web":true}}"#, "ios"), "integrations cannot add a source");
         assert!(takes("id: all\nsink: { type: files, path: /tmp/x }\n", r#"{"type":"track"}"#, "ios"));
+    }
+
+    #[test]
+    fn backoff_waits_between_half_and_all_of_the_capped_step() {
+        let retry = RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 1_000, ..RetryConfig::default() };
+        for (attempt, cap) in [(0, 100), (1, 200), (3, 800), (4, 1_000), (30, 1_000)] {
+            for _ in 0..200 {
+                let wait = retry.backoff(attempt).as_millis() as u64;
+                assert!((cap / 2..=cap).contains(&wait), "attempt {attempt}: {wait} ms not in {}..={cap}", cap / 2);
+            }
+        }
     }
 }

@@ -11,6 +11,4 @@ pub enum RouterError {
     DeadLetter(String),
     #[error("dead-letter store i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("invalid destination config: {0}")]
-    Config(String),
 }

@@ -162,20 +162,10 @@ fn validate(config: &Config, text: &str, file: &str) -> Result<(), ConfigError> 
     if config.sources.is_empty() {
         return Err(invalid(file, text, Some("sources:"), "sources: at least one source is needed".into()));
     }
-    let mut keys = HashSet::new();
-    let mut ids = HashSet::new();
-    for s in &config.sources {
-        let at = format!("id: {}", s.id);
-        s.validate().map_err(|m| invalid(file, text, Some(&at), format!("sources: {m}")))?;
-        if !ids.insert(s.id.clone()) {
-            return Err(invalid(file, text, Some(&at), format!("sources: id {:?} is used twice", s.id)));
-        }
-        for k in &s.write_keys {
-            if !keys.insert(k.key.clone()) {
-                return Err(invalid(file, text, Some(&at), format!("sources: a write key of {:?} is used twice", s.id)));
-            }
-        }
-    }
+    sluice_collector::validate_sources(&config.sources).map_err(|(i, m)| {
+        invalid(file, text, Some(&format!("id: {}", config.sources[i].id)), format!("sources: {m}"))
+    })?;
+    let ids: HashSet<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
     let transforms: HashSet<&str> = config.transformations.iter().map(|t| t.id.as_str()).collect();
     if transforms.len() != config.transformations.len() {
         return Err(invalid(file, text, Some("transformations:"), "transformations: an id is used twice".into()));
@@ -188,7 +178,7 @@ fn validate(config: &Config, text: &str, file: &str) -> Result<(), ConfigError> 
             return Err(invalid(file, text, Some(&at), format!("destinations: id {:?} is used twice", d.id)));
         }
         for s in &d.sources {
-            if !ids.contains(s) {
+            if !ids.contains(s.as_str()) {
                 return Err(invalid(
                     file,
                     text,

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice::{config, dlq_cmd, log_cmd, reconcile, run};
+use sluice::{config, dlq_cmd, log_cmd, reconcile, run, transform_cmd};
 
 /// Sluice: a durable, self-hosted event pipeline.
 #[derive(Parser)]
@@ -167,18 +167,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Transform { command: TransformCommand::Test { script, event, fixtures, params } } => {
-            let params: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params must be a JSON object: {e}"))?;
-            if let Some(dir) = fixtures {
-                if !sluice_transformer::cli::check_fixtures(&script, params, &dir, stdout)? {
-                    return Ok(ExitCode::from(1));
-                }
-            } else if let Some(file) = event {
-                let failed = sluice_transformer::cli::run_events(&script, params, &file, stdout)?;
-                if failed > 0 {
-                    eprintln!("error: the script failed on {failed} event(s)");
-                    return Ok(ExitCode::from(1));
-                }
+            let input = match (&fixtures, &event) {
+                (Some(dir), _) => transform_cmd::Input::Fixtures(dir),
+                (None, Some(file)) => transform_cmd::Input::Events(file),
+                (None, None) => anyhow::bail!("give --event FILE or --fixtures DIR"),
+            };
+            if !transform_cmd::test(&script, input, &params, stdout)? {
+                return Ok(ExitCode::from(1));
             }
         }
         Command::Log { config, command } => {

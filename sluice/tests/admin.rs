@@ -6,28 +6,16 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{admin_url, free_port, start_server, wait_healthy, write_config};
+use common::{admin_url, free_port, read_request_body, start_healthy, wait_healthy, write_config, Killed};
 use serde_json::Value;
-
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
@@ -57,9 +45,7 @@ fn admin_paths_answer_on_the_admin_port_and_404_on_the_public_one() {
     let port = free_port();
     let config = write_config(dir.path(), port);
     let log = dir.path().join("sluice.log");
-    let mut child = start_server(&config, &log);
-    wait_healthy(&mut child, port, &log);
-    let server = Server { child, log: log.clone() };
+    let _server = start_healthy(&config, port, &log);
     let admin = admin_url(&config);
     let c = client();
 
@@ -95,7 +81,7 @@ fn admin_paths_answer_on_the_admin_port_and_404_on_the_public_one() {
     assert_eq!(c.get(format!("http://127.0.0.1:{port}/health")).send().unwrap().status(), 200, "load balancers keep /health");
 
     // stderr is a file here, not a terminal: no colour codes in it.
-    let written = fs::read_to_string(&server.log).unwrap();
+    let written = fs::read_to_string(&log).unwrap();
     assert!(written.contains("sluice is running"), "{written}");
     assert!(!written.contains('\u{1b}'), "ANSI escapes in a non-terminal log:\n{written}");
 }
@@ -129,7 +115,7 @@ fn the_token_is_enforced_when_set_and_never_logged_and_json_logs_are_json() {
         .spawn()
         .unwrap();
     wait_healthy(&mut child, port, &log);
-    let server = Server { child, log: log.clone() };
+    let _server = Killed(child);
     let admin = admin_url(&config);
     let c = client();
     assert_eq!(track(port, 3).status(), 200, "ingest needs no admin token");
@@ -150,7 +136,7 @@ fn the_token_is_enforced_when_set_and_never_logged_and_json_logs_are_json() {
         assert_eq!(c.get(format!("{admin}{path}")).send().unwrap().status(), 200, "{path}");
     }
 
-    let written = fs::read_to_string(&server.log).unwrap();
+    let written = fs::read_to_string(&log).unwrap();
     assert!(!written.contains(&token), "the token is in the log:\n{written}");
     let mut lines = 0;
     for line in written.lines().filter(|l| !l.trim().is_empty()) {
@@ -171,18 +157,7 @@ fn chat_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok() {
+            if let Some(body) = read_request_body(&mut reader) {
                 if let Ok(v) = serde_json::from_slice::<Value>(&body) {
                     seen.lock().unwrap().push(v["text"].as_str().unwrap_or_default().to_string());
                 }
@@ -224,9 +199,7 @@ alerts:
     )
     .unwrap();
     let log = dir.path().join("sluice.log");
-    let mut child = start_server(&config, &log);
-    wait_healthy(&mut child, port, &log);
-    let _server = Server { child, log: log.clone() };
+    let _server = start_healthy(&config, port, &log);
     let admin = admin_url(&config);
     let c = client();
     let ready = || {

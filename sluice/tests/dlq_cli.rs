@@ -4,7 +4,7 @@
 #[allow(dead_code)] // each test file uses some of the helpers
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_server, wait_healthy};
+use common::{free_port, read_request_body, start_server, wait_healthy};
 use serde_json::{json, Value};
 
 /// A webhook receiver answering `status` to every request and keeping the bodies it accepted.
@@ -32,20 +32,7 @@ impl Receiver {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let mut reader = BufReader::new(stream);
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
+                let Some(body) = read_request_body(&mut reader) else { continue };
                 let status = st.load(Ordering::SeqCst);
                 if status == 200 {
                     if let Ok(Value::Array(events)) = serde_json::from_slice(&body) {

@@ -8,21 +8,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{admin_url, free_port, start_server, wait_healthy, write_config};
+use common::{admin_url, free_port, start_healthy, write_config, Killed};
 use serde_json::Value;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -96,9 +87,7 @@ fn prometheus_answers_match_the_traffic_and_every_dashboard_panel_returns_data()
     let port = free_port();
     let config = write_config(dir.path(), port);
     let log = dir.path().join("sluice.log");
-    let mut child = start_server(&config, &log);
-    wait_healthy(&mut child, port, &log);
-    let _sluice = Killed(child);
+    let _sluice = start_healthy(&config, port, &log);
     let admin = admin_url(&config);
 
     let prom_port = free_port();

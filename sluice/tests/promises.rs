@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{admin_url, delivered_events, free_port, metric_value, start_server, wait_healthy};
+use common::{admin_url, delivered_events, free_port, metric_value, start_healthy, Killed};
 use serde_json::{json, Value};
 
 const MAX_EVENT_DEPTH: usize = 64;
@@ -21,7 +21,7 @@ fn repo() -> PathBuf {
 }
 
 struct Sluice {
-    child: Child,
+    child: Killed,
     port: u16,
     /// `http://<admin.listen>`: where /metrics is.
     admin: String,
@@ -49,8 +49,7 @@ impl Sluice {
         let path = dir.path().join("sluice.yaml");
         std::fs::write(&path, config).unwrap();
         let log = dir.path().join("sluice.log");
-        let mut child = start_server(&path, &log);
-        wait_healthy(&mut child, port, &log);
+        let child = start_healthy(&path, port, &log);
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         let admin = admin_url(&path);
         Sluice { child, port, admin, dir, log, http }
@@ -87,13 +86,6 @@ impl Sluice {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -300,7 +292,7 @@ fn sighup_reloads_a_script_and_later_events_carry_the_change() {
     s.delivered(1);
     std::fs::write(&script, "fn transform(event, meta) { event.version = 2; event }\n").unwrap();
     std::fs::File::options().write(true).open(&script).unwrap().set_modified(old).unwrap();
-    let hup = Command::new("kill").arg("-HUP").arg(s.child.id().to_string()).status().unwrap();
+    let hup = Command::new("kill").arg("-HUP").arg(s.child.0.id().to_string()).status().unwrap();
     assert!(hup.success());
     // The reload is observable in the log; wait for it rather than for time to pass.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -27,28 +27,11 @@ use serde_json::Value;
 
 /// One destination `hook` with the given sink; small batches so a run has many of them.
 fn write_config(dir: &Path, port: u16, sink: &str) -> PathBuf {
-    let cfg = format!(
-        r#"data_dir: {data}
-collector:
-  listen: 127.0.0.1:{port}
-admin:
-  listen: 127.0.0.1:{admin}
-sources:
-  - id: web
-    write_keys: ["test-key"]
-destinations:
-  - id: hook
-    lanes: 4
-    batch: {{ max_events: 100, max_age_ms: 100 }}
-    retry: {{ initial_backoff_ms: 100, max_backoff_ms: 1000 }}
-    sink: {sink}
-"#,
-        data = dir.join("data").display(),
-        admin = free_port(),
+    let destination = format!(
+        "  - id: hook\n    lanes: 4\n    batch: {{ max_events: 100, max_age_ms: 100 }}\n    \
+         retry: {{ initial_backoff_ms: 100, max_backoff_ms: 1000 }}\n    sink: {sink}\n"
     );
-    let path = dir.join("sluice.yaml");
-    fs::write(&path, cfg).unwrap();
-    path
+    common::write_config_with(dir, port, &destination)
 }
 
 /// Posts `total` track events in `/v1/batch` requests of `per_request`, with `pause` between

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{delivered_events, free_port, write_config};
+use common::{delivered_events, free_port, start_healthy, write_config, Killed};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,18 +28,11 @@ fn python() -> PathBuf {
 }
 
 struct Server {
-    child: Child,
+    _child: Killed,
     port: u16,
     out_dir: PathBuf,
     log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -49,43 +42,12 @@ impl Server {
         let out_dir = dir.path().join("out");
         let config = write_config(dir.path(), port);
         let log = dir.path().join("sluice.log");
-        let logf = fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(logf.try_clone().unwrap()))
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .expect("spawn sluice");
-        let mut s = Server { child, port, out_dir, log, _dir: dir };
-        s.wait_healthy();
-        s
+        let child = start_healthy(&config, port, &log);
+        Server { _child: child, port, out_dir, log, _dir: dir }
     }
 
     fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_healthy(&mut self) {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sluice exited early with {status}; log:\n{}", self.log_text());
-            }
-            if let Ok(r) = client.get(format!("http://127.0.0.1:{}/health", self.port)).send() {
-                if r.status().as_u16() == 200 {
-                    return;
-                }
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        panic!("sluice not healthy after 30s; log:\n{}", self.log_text());
     }
 }
 

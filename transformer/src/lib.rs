@@ -19,7 +19,6 @@
 //! The user guide, with every helper and an example of each, is `docs/transforms.md`.
 
 mod chain;
-pub mod cli;
 /// JSON bytes <-> Rhai values, as the chain does it (public for benchmarks and tools).
 pub mod convert;
 mod error;
@@ -27,6 +26,8 @@ pub mod helpers;
 mod registry;
 mod scan;
 mod script;
+/// Running a script over sample events or fixtures (`sluice transform test`).
+pub mod testing;
 
 use std::path::PathBuf;
 

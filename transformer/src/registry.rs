@@ -199,11 +199,6 @@ impl Registry {
         Ok(Chain::new(slots))
     }
 
-    /// Configured ids, in config order.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.order.iter().map(|s| s.config.id.as_str())
-    }
-
     /// Recompiles every script (SIGHUP). A version that fails to compile is refused (logged with
     /// file, line and message) and the running one stays. Returns the refusals.
     pub fn reload_all(&self) -> Vec<TransformError> {

@@ -1,7 +1,7 @@
 //! `sluice transform test SCRIPT --event FILE`: outcomes for one event, an array or NDJSON.
 
 use serde_json::json;
-use sluice_transformer::cli;
+use sluice_transformer::testing;
 
 fn run_events(script: &str, events: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -11,7 +11,7 @@ fn run_events(script: &str, events: &str) -> String {
     std::fs::write(&events_path, events).unwrap();
     let mut out = Vec::new();
     let params = json!({"drop_type": "page"}).as_object().unwrap().clone();
-    cli::run_events(&script_path, params, &events_path, &mut out).unwrap();
+    testing::run_events(&script_path, params, &events_path, &mut out).unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -58,7 +58,7 @@ fn a_script_that_does_not_compile_is_an_error() {
     std::fs::write(&script, "fn transform(e, m) {\n  e +\n}").unwrap();
     let events = dir.path().join("e.json");
     std::fs::write(&events, "{}").unwrap();
-    let err = cli::run_events(&script, Default::default(), &events, &mut Vec::new()).unwrap_err();
+    let err = testing::run_events(&script, Default::default(), &events, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().starts_with("transformation bad ("), "{err}");
     assert!(err.line().is_some(), "{err}");
 }

@@ -3,17 +3,17 @@
 
 mod common;
 
-use sluice_transformer::cli;
+use sluice_transformer::testing;
 
 #[test]
 fn every_shipped_script_passes_its_fixtures() {
-    let pairs = cli::shipped_scripts(&common::transforms_dir()).unwrap();
+    let pairs = testing::shipped_scripts(&common::transforms_dir()).unwrap();
     assert!(pairs.len() >= 4, "expected scrub_pii and at least three more scripts, found {pairs:?}");
     let mut report = Vec::new();
     let mut all_ok = true;
     for (script, fixtures) in &pairs {
         assert!(fixtures.is_dir(), "{} has no fixture directory {}", script.display(), fixtures.display());
-        let ok = cli::check_fixtures(script, Default::default(), fixtures, &mut report)
+        let ok = testing::check_fixtures(script, Default::default(), fixtures, &mut report)
             .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
         all_ok &= ok;
     }
@@ -35,7 +35,7 @@ fn a_wrong_expectation_is_reported_with_the_differing_path() {
     std::fs::write(dir.path().join("c.input.json"), r#"{"context":{"ip":"1.2.3.4"}}"#).unwrap();
     std::fs::write(dir.path().join("c.expected.json"), "[]").unwrap();
     let mut out = Vec::new();
-    let ok = cli::check_fixtures(&script, Default::default(), dir.path(), &mut out).unwrap();
+    let ok = testing::check_fixtures(&script, Default::default(), dir.path(), &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL a"), "{out}");
@@ -53,7 +53,7 @@ fn an_expected_error_fixture_matches_the_error_text() {
     std::fs::write(dir.path().join("x.input.json"), r#"{"bad":true}"#).unwrap();
     std::fs::write(dir.path().join("x.expected-error.txt"), "line 2: script error: bad event\n").unwrap();
     let mut out = Vec::new();
-    assert!(cli::check_fixtures(&script, Default::default(), dir.path(), &mut out).unwrap());
+    assert!(testing::check_fixtures(&script, Default::default(), dir.path(), &mut out).unwrap());
 }
 
 #[test]
@@ -61,6 +61,6 @@ fn an_empty_fixture_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("t.rhai");
     std::fs::write(&script, "fn transform(e, m) { e }").unwrap();
-    let err = cli::check_fixtures(&script, Default::default(), dir.path(), &mut Vec::new()).unwrap_err();
+    let err = testing::check_fixtures(&script, Default::default(), dir.path(), &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("no NAME.input.json fixtures"), "{err}");
 }

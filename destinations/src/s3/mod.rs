@@ -31,13 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Deserialize;
 use tracing::debug;
 
 use crate::{Batch, Delivered, DeliveryError, Destination, OutEvent};
 
+pub(crate) mod client;
 pub mod encode;
 mod upload;
 
@@ -170,40 +170,18 @@ impl S3Config {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// Builds the client from the config and the standard AWS chain. Makes no request to S3, but
-    /// the chain may read profile files and query instance metadata for the region.
+    /// Builds the client from the config and the standard AWS chain (see [`client::build`]).
     async fn client(&self) -> Result<aws_sdk_s3::Client, DeliveryError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &self.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &self.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let (Some(key), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
-            let credentials = Credentials::new(key, secret, self.session_token.clone(), None, "sluice-config");
-            loader = loader.credentials_provider(credentials);
-        }
-        let shared = loader.load().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(self.force_path_style);
-        if shared.region().is_none() {
-            if self.endpoint.is_none() {
-                return Err(DeliveryError::Config(
-                    "no AWS region: set `region` or AWS_REGION (or a profile region)".into(),
-                ));
-            }
-            // S3-compatible stores ignore the region, but SigV4 signing needs one.
-            builder = builder.region(Region::from_static("us-east-1"));
-        }
-        // Each request attempt is bounded by the batch timeout; the SDK retries a failed request
-        // (one part, not the whole object) a few times before the batch fails.
-        builder = builder.timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(self.timeout().min(Duration::from_secs(10)))
-                .operation_attempt_timeout(self.timeout())
-                .build(),
-        );
-        Ok(aws_sdk_s3::Client::from_conf(builder.build()))
+        client::build(&client::Settings {
+            region: self.region.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            force_path_style: self.force_path_style,
+            access_key_id: self.access_key_id.as_deref(),
+            secret_access_key: self.secret_access_key.as_deref(),
+            session_token: self.session_token.as_deref(),
+            timeout: self.timeout(),
+        })
+        .await
     }
 }
 

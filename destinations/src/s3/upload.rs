@@ -1,14 +1,15 @@
-//! Putting one object into S3 (single request or multipart) and classifying S3's failures.
+//! Putting one object into S3 (single request or multipart).
 
 use std::time::Instant;
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
+use super::client::classify;
 use super::S3Config;
 use crate::DeliveryError;
 
@@ -60,7 +61,7 @@ async fn put(client: &aws_sdk_s3::Client, object: &Object<'_>, body: Bytes) -> R
     for (name, value) in &object.metadata {
         request = request.metadata(*name, value);
     }
-    request.send().await.map_err(|e| classify("PutObject", object, e))?;
+    request.send().await.map_err(|e| classify("PutObject", object.bucket, object.key, e))?;
     Ok(())
 }
 
@@ -81,7 +82,7 @@ async fn multipart(
     for (name, value) in &object.metadata {
         request = request.metadata(*name, value);
     }
-    let created = request.send().await.map_err(|e| classify("CreateMultipartUpload", object, e))?;
+    let created = request.send().await.map_err(|e| classify("CreateMultipartUpload", object.bucket, object.key, e))?;
     let upload_id = created
         .upload_id()
         .ok_or_else(|| DeliveryError::temporary("CreateMultipartUpload answered without an upload id"))?
@@ -128,7 +129,7 @@ async fn upload_parts(
                 .body(ByteStream::from(chunk))
                 .send()
                 .await
-                .map_err(|e| classify("UploadPart", object, e))?;
+                .map_err(|e| classify("UploadPart", object.bucket, object.key, e))?;
             Ok::<_, DeliveryError>(
                 CompletedPart::builder()
                     .part_number(number)
@@ -150,71 +151,7 @@ async fn upload_parts(
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
         .send()
         .await
-        .map_err(|e| classify("CompleteMultipartUpload", object, e))?;
+        .map_err(|e| classify("CompleteMultipartUpload", object.bucket, object.key, e))?;
     debug!(bucket = object.bucket, key = object.key, parts = count, bytes = len, "multipart upload completed");
     Ok(())
-}
-
-/// S3 error codes that retrying the same batch cannot fix: the bucket is missing or misnamed, or
-/// the credentials are wrong or lack permission. All need an operator to change the bucket, the
-/// policy or the config; until then every attempt gets the same answer, so the batch goes to the
-/// dead-letter store (to be replayed once fixed) instead of blocking this destination's retries.
-const PERMANENT_CODES: [&str; 12] = [
-    "AccessDenied",
-    "AllAccessDisabled",
-    "AccountProblem",
-    "AuthorizationHeaderMalformed",
-    "InvalidAccessKeyId",
-    "InvalidBucketName",
-    "InvalidBucketState",
-    "NoSuchBucket",
-    "PermanentRedirect",
-    "SignatureDoesNotMatch",
-    "InvalidArgument",
-    "EntityTooLarge",
-];
-
-/// Codes that say "later": throttling, S3 overload, a slow client. Listed because some come with
-/// a 4xx status (`RequestTimeout` is 400, `ExpiredToken` may be refreshed by the credentials chain).
-const TEMPORARY_CODES: [&str; 9] = [
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "ExpiredToken",
-    "NoSuchUpload",
-];
-
-/// Maps an SDK failure to the router's two classes. Anything not known to be permanent is
-/// temporary: a wrong "temporary" costs retries, a wrong "permanent" dead-letters good data.
-fn classify<E>(operation: &str, object: &Object<'_>, error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> DeliveryError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let code = error.code().map(str::to_owned);
-    let message = error.message().map(str::to_owned);
-    let reason = match (&code, &message) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.clone(),
-        _ => DisplayErrorContext(&error).to_string(),
-    };
-    let status_text = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
-    let reason = format!("{operation} s3://{}/{} failed{status_text}: {reason}", object.bucket, object.key);
-    let permanent = match (&error, code.as_deref()) {
-        (_, Some(code)) if PERMANENT_CODES.contains(&code) => true,
-        (_, Some(code)) if TEMPORARY_CODES.contains(&code) => false,
-        // Timeouts, connection failures, unreadable responses: nothing says the next try fails.
-        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_), _) => false,
-        // An unknown code: judge by the HTTP status like any HTTP destination.
-        _ => matches!(status, Some(s) if (400..500).contains(&s) && s != 408 && s != 429),
-    };
-    if permanent {
-        DeliveryError::permanent(reason)
-    } else {
-        DeliveryError::temporary(reason)
-    }
 }

@@ -94,7 +94,7 @@ fn quoted(sql: &str) -> String {
 }
 
 /// Whether a Snowflake error code (with its message) means the same statement will fail again.
-pub fn is_permanent_code(code: &str, message: &str) -> bool {
+fn is_permanent_code(code: &str, message: &str) -> bool {
     if message.contains("SQL compilation error") {
         return true;
     }

@@ -76,8 +76,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Where staged files go. Files are named per destination, table and batch offsets, so a
-/// retried batch overwrites its own files.
+/// Where staged files go. Every load attempt writes a directory of its own, named by
+/// destination, table, batch offsets and an attempt nonce (see `stage.rs`): a retry never loads
+/// an earlier attempt's files, and the MERGE on `id` keeps it from duplicating rows.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StageConfig {

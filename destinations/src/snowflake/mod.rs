@@ -34,7 +34,6 @@ mod rows;
 pub mod schema;
 pub mod stage;
 
-pub use client::is_permanent_code;
 pub use config::{default_discards_table, AuthConfig, Secret, SnowflakeConfig, StageConfig};
 
 use client::Warehouse;
@@ -89,7 +88,7 @@ impl SnowflakeDestination {
         let api = builder.build().map_err(|e| DeliveryError::Config(format!("snowflake client: {e}")))?;
         let names = Names::new(&config.database, &config.schema);
         let stage_name = names.table(config.stage.name());
-        let files = FileStore::open(&config.stage).await;
+        let files = FileStore::open(&config.stage, Duration::from_secs(config.timeout_secs)).await?;
         Ok(SnowflakeDestination {
             warehouse: Warehouse::new(api),
             files,

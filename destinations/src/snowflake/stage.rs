@@ -6,9 +6,7 @@
 //! twice; deduplication itself is the MERGE's job. The directory is removed after the load.
 
 use std::path::PathBuf;
-
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Credentials, Region};
+use std::time::Duration;
 
 use super::client::Warehouse;
 use super::config::StageConfig;
@@ -32,29 +30,26 @@ pub enum FileStore {
 
 impl FileStore {
     /// Opens the store behind a `local` or `s3` stage (`None` for `internal`). Makes no request
-    /// (the AWS chain may read profile files).
-    pub async fn open(config: &StageConfig) -> Option<FileStore> {
-        Some(match config {
+    /// (the AWS chain may read profile files). `timeout` bounds each S3 request attempt, as in
+    /// the `s3` sink, whose client builder this is.
+    pub async fn open(config: &StageConfig, timeout: Duration) -> Result<Option<FileStore>, DeliveryError> {
+        Ok(Some(match config {
             StageConfig::Local { path, .. } => FileStore::Local { root: path.clone() },
-            StageConfig::Internal { .. } => return None,
+            StageConfig::Internal { .. } => return Ok(None),
             StageConfig::S3 { bucket, prefix, region, endpoint, access_key_id, secret_access_key, .. } => {
-                // A minimal client of our own: the S3 destination's builder is private to it.
-                let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.clone()));
-                if let Some(endpoint) = endpoint {
-                    loader = loader.endpoint_url(endpoint);
-                }
-                if let (Some(key), Some(secret)) = (access_key_id, secret_access_key) {
-                    loader = loader.credentials_provider(Credentials::new(key, &secret.0, None, None, "sluice-config"));
-                }
-                let shared = loader.load().await;
-                let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(endpoint.is_some()).build();
-                FileStore::S3 {
-                    client: aws_sdk_s3::Client::from_conf(s3),
-                    bucket: bucket.clone(),
-                    prefix: prefix.trim_matches('/').to_string(),
-                }
+                let client = crate::s3::client::build(&crate::s3::client::Settings {
+                    region: Some(region),
+                    endpoint: endpoint.as_deref(),
+                    force_path_style: endpoint.is_some(),
+                    access_key_id: access_key_id.as_deref(),
+                    secret_access_key: secret_access_key.as_ref().map(|s| s.0.as_str()),
+                    session_token: None,
+                    timeout,
+                })
+                .await?;
+                FileStore::S3 { client, bucket: bucket.clone(), prefix: prefix.trim_matches('/').to_string() }
             }
-        })
+        }))
     }
 
     /// The object key (or relative path) of a staged file.
@@ -89,7 +84,7 @@ impl FileStore {
                         .body(file.bytes.into())
                         .send()
                         .await
-                        .map_err(|e| s3_error(&format!("upload s3://{bucket}/{key}"), e))?;
+                        .map_err(|e| crate::s3::client::classify("PutObject", bucket, &key, e))?;
                 }
             }
         }
@@ -148,18 +143,5 @@ pub fn create_sql(config: &StageConfig, stage: &str) -> Option<String> {
             ))
         }
         StageConfig::S3 { .. } => None,
-    }
-}
-
-/// S3 failures: a 4xx other than 408/429 (no such bucket, access denied) will not pass by itself.
-fn s3_error<E>(what: &str, e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> DeliveryError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let reason = format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e));
-    match status {
-        Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => DeliveryError::permanent(reason),
-        _ => DeliveryError::temporary(reason),
     }
 }

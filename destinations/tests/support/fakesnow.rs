@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use serde_json::{json, Value};
 use snowflake_api::{AuthArgs, AuthType, PasswordArgs, QueryResult, SnowflakeApi, SnowflakeApiBuilder};
+use sluice_destinations::snowflake::{AuthConfig, Secret, SnowflakeConfig, SnowflakeDestination, StageConfig};
 
 /// The fakesnow address: `SLUICE_TEST_SNOWFLAKE_URL` or the one `scripts/backends.sh` starts.
 /// Panics (never skips) when nothing answers there.
@@ -220,5 +221,64 @@ impl Admin {
         let rows = self.rows(sql).await;
         assert_eq!(rows.len(), 1, "{sql}: expected one row, got {rows:?}");
         rows[0][0].clone()
+    }
+}
+
+/// A fresh database and stage directory per test, so tests run in parallel.
+pub struct Env {
+    pub admin: Admin,
+    pub database: String,
+    pub stage_dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let database = unique("SLUICE");
+        let admin = Admin::connect(None);
+        admin.exec(&format!("CREATE DATABASE {database}")).await;
+        let admin = Admin::connect(Some(&database));
+        Env { admin, database, stage_dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn config(&self) -> SnowflakeConfig {
+        SnowflakeConfig {
+            account: "fakeacct".into(),
+            user: "sluice".into(),
+            auth: AuthConfig::Password { password: Secret("secret".into()) },
+            warehouse: Some("WH".into()),
+            database: self.database.clone(),
+            schema: "EVENTS".into(),
+            role: None,
+            stage: StageConfig::Local { name: "SLUICE_STAGE".into(), path: self.stage_dir.path().into() },
+            max_file_bytes: 1024 * 1024,
+            gzip_level: 1,
+            timeout_secs: 60,
+            discards_table: sluice_destinations::snowflake::default_discards_table(),
+        }
+    }
+
+    pub async fn destination(&self) -> SnowflakeDestination {
+        SnowflakeDestination::with_client(self.config(), client(&Faults::default())).await.unwrap()
+    }
+
+    pub fn table(&self, table: &str) -> String {
+        format!("{}.EVENTS.{table}", self.database)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.admin.value(&format!("SELECT COUNT(*) FROM {}", self.table(table))).await.unwrap().parse().unwrap()
+    }
+
+    pub async fn columns(&self, table: &str) -> Vec<String> {
+        let rows = self
+            .admin
+            .rows(&format!(
+                "SELECT LOWER(column_name) FROM {}.information_schema.columns \
+                 WHERE UPPER(table_schema) = 'EVENTS' AND UPPER(table_name) = '{}' ORDER BY 1",
+                self.database,
+                table.to_uppercase()
+            ))
+            .await;
+        rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
     }
 }

@@ -54,8 +54,16 @@ pub fn delivered_events(out_dir: &Path) -> Vec<serde_json::Value> {
 /// `dir/out`, listening on `port` (the admin listener on another free port, see [`admin_url`]);
 /// returns its path.
 pub fn write_config(dir: &Path, port: u16) -> PathBuf {
-    let data = dir.join("data");
-    let out = dir.join("out");
+    let destination = format!(
+        "  - id: out\n    batch: {{ max_events: 500, max_age_ms: 200 }}\n    sink:\n      type: files\n      path: {}\n",
+        dir.join("out").display()
+    );
+    write_config_with(dir, port, &destination)
+}
+
+/// Like [`write_config`], with `destinations` (the YAML list items, indented by two spaces) as
+/// the destinations.
+pub fn write_config_with(dir: &Path, port: u16, destinations: &str) -> PathBuf {
     let cfg = format!(
         r#"data_dir: {data}
 collector:
@@ -66,14 +74,8 @@ sources:
   - id: web
     write_keys: ["test-key"]
 destinations:
-  - id: out
-    batch: {{ max_events: 500, max_age_ms: 200 }}
-    sink:
-      type: files
-      path: {out}
-"#,
-        data = data.display(),
-        out = out.display(),
+{destinations}"#,
+        data = dir.join("data").display(),
         admin = free_port(),
     );
     let path = dir.join("sluice.yaml");
@@ -94,6 +96,25 @@ pub fn start_server(config: &Path, log: &Path) -> Child {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn sluice")
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
+#[allow(dead_code)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`start_server`], then [`wait_healthy`] on the collector's `port`.
+#[allow(dead_code)]
+pub fn start_healthy(config: &Path, port: u16, log: &Path) -> Killed {
+    let mut child = start_server(config, log);
+    wait_healthy(&mut child, port, log);
+    Killed(child)
 }
 
 /// Waits until `/health` answers 200; panics with the log if the server exits or takes over 30 s.
@@ -147,4 +168,23 @@ pub fn admin_url(config: &Path) -> String {
 #[allow(dead_code)]
 pub fn admin_metrics(config: &Path) -> String {
     reqwest::blocking::get(format!("{}/metrics", admin_url(config))).unwrap().text().unwrap()
+}
+
+/// Reads one HTTP/1.1 request from `reader` and returns its body (`Content-Length` bytes), or
+/// `None` when the connection ends first: for the tests' small hand-written receivers.
+#[allow(dead_code)]
+pub fn read_request_body(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
 }

@@ -1,4 +1,6 @@
-//! Tooling behind `sluice transform test SCRIPT --event FILE | --fixtures DIR`.
+//! Running a script outside the pipeline: over sample events, or against fixtures of expected
+//! outcomes, with a report written to any `Write`. `sluice transform test` (the command lives in
+//! the binary, `sluice/src/transform_cmd.rs`) and the shipped scripts' fixture test call it.
 //!
 //! Fixture convention (documented in docs/transforms.md): a directory holds pairs
 //! `NAME.input.json` (one event) and `NAME.expected.json` (the expected outcome: an object for
@@ -69,8 +71,8 @@ fn run(chain: &Chain, event: &Value) -> Result<Vec<Value>, TransformError> {
 
 /// Runs SCRIPT over one event or a file of events and prints each outcome (the output events,
 /// "dropped", or the error) to `out`. Errors of single events are printed, not returned, and
-/// counted: the result is how many events the script failed on (the CLI exits 1 when there are
-/// any, so CI notices). The `Err` is for a script that does not compile or an unreadable file.
+/// counted: the result is how many events the script failed on (`sluice transform test` exits 1
+/// when there are any, so CI notices). The `Err` is for a script that does not compile or an unreadable file.
 pub fn run_events(
     script: &Path,
     params: Params,
