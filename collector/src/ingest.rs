@@ -249,7 +249,7 @@ fn build_batch<'a>(
 
 fn check_rate(source: &Source, events: u64) -> Result<(), CollectError> {
     let Some((limiter, burst)) = &source.limiter else { return Ok(()) };
-    let Some(n) = NonZeroU32::new(events.min(u32::MAX as u64) as u32) else { return Ok(()) };
+    let Some(n) = NonZeroU32::new(events.min(u64::from(u32::MAX)) as u32) else { return Ok(()) };
     match limiter.check_n(n) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(not_until)) => Err(CollectError::RateLimited {

@@ -81,7 +81,7 @@ pub fn parse_uuid(s: &str) -> Option<u128> {
         if matches!(i, 8 | 13 | 18 | 23) {
             continue;
         }
-        v = (v << 4) | hex(c)? as u128;
+        v = (v << 4) | u128::from(hex(c)?);
     }
     Some(v)
 }

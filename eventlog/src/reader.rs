@@ -327,7 +327,7 @@ fn skip_to(file: &File, base: u64, target: u64, limit: u64, end_offset: u64) -> 
     let mut header = [0u8; 8];
     while offset < target && pos < limit {
         file.read_exact_at(&mut header, pos)?;
-        let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
+        let len = u64::from(u32::from_le_bytes(header[0..4].try_into().unwrap()));
         if (2..=crate::segment::MAX_RECORD as u64).contains(&len) && pos + 8 + len <= limit {
             pos += 8 + len;
             offset += 1;

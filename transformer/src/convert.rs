@@ -507,8 +507,8 @@ fn special_byte(bytes: &[u8]) -> usize {
         // classic "has zero byte" test on w, w ^ '"'*8, w ^ '\\'*8). Lanes above the first hit
         // may be false positives, so the hit itself is found bytewise below.
         let below_space = w.wrapping_sub(ONES * 0x20) & !w;
-        let quote = w ^ (ONES * b'"' as u64);
-        let backslash = w ^ (ONES * b'\\' as u64);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
         let hits = (below_space | (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash)) & HIGH;
         if hits != 0 {
             break;

@@ -120,7 +120,7 @@ async fn run(args: Args) {
             let res = client.post(url).header("authorization", auth).header("content-type", "application/json").body(body).send().await;
             let ok = matches!(&res, Ok(r) if r.status().is_success());
             if ok { &counters.ok } else { &counters.failed }.fetch_add(1, Ordering::Relaxed);
-            counters.latencies_us.lock().unwrap().push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            counters.latencies_us.lock().unwrap().push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
             drop(permit);
         });
     }
@@ -130,7 +130,7 @@ async fn run(args: Args) {
     let (drained, final_lag) = reporter.await.unwrap();
     let mut lat = std::mem::take(&mut *counters.latencies_us.lock().unwrap());
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |&v| v as f64 / 1000.0);
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |&v| f64::from(v) / 1000.0);
     let ok = counters.ok.load(Ordering::Relaxed);
     println!(
         "SUMMARY asked_eps={} acked_eps={:.0} acked_events={} failed_requests={} skipped_requests={} p50_ms={:.2} p99_ms={:.2} drained_after_s={} final_lag_events={}",

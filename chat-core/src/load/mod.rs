@@ -109,12 +109,11 @@ impl Options {
 
 /// Raises the open-files limit to its hard maximum: every WebSocket is a file descriptor.
 pub fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(max)) = (lim.current, lim.maximum) {
+        if current < max {
+            let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(max), maximum: Some(max) });
         }
     }
 }

@@ -242,7 +242,7 @@ async fn post_as(sim: &Sim, war_room: bool, u: &Arc<SimUser>) -> Result<(), Stri
     }
     let started = Instant::now();
     let res = call(&w.http, Method::POST, w.url("/posts"), Some(&token), Some(json!({"channel_id": channel.id, "message": text, "root_id": root}))).await?;
-    let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let micros = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
     sim.stats.post_latency.lock().unwrap().push(micros);
     sim.stats.posts.fetch_add(1, Ordering::Relaxed);
     if let Ok(body) = res.json::<serde_json::Value>().await {

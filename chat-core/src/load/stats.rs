@@ -110,7 +110,7 @@ fn percentile(samples: &[u32], q: f64) -> f64 {
     let mut v = samples.to_vec();
     v.sort_unstable();
     let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i] as f64 / 1000.0
+    f64::from(v[i]) / 1000.0
 }
 
 #[derive(Serialize, Debug)]

@@ -186,7 +186,7 @@ impl SnowflakeConfig {
                     _ => {}
                 }
             }
-            _ => {}
+            AuthConfig::Password { .. } => {}
         }
         match &self.stage {
             StageConfig::Local { path, .. } if !path.is_absolute() => {

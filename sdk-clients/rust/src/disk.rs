@@ -91,7 +91,7 @@ fn read_ack(dir: &Path) -> (u64, u64) {
 fn read_record(f: &mut impl Read, max_len: u64) -> Option<Vec<u8>> {
     let mut h = [0u8; HEADER];
     f.read_exact(&mut h).ok()?;
-    let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as u64;
+    let len = u64::from(u32::from_le_bytes(h[..4].try_into().unwrap()));
     let crc = u32::from_le_bytes(h[4..].try_into().unwrap());
     if len == 0 || len > max_len {
         return None;
@@ -106,7 +106,7 @@ fn scan(path: &Path, start: u64) -> io::Result<(u64, u64)> {
     let mut f = io::BufReader::new(File::open(path)?);
     f.seek(SeekFrom::Start(start))?;
     let (mut off, mut n) = (start, 0);
-    while let Some(p) = read_record(&mut f, u32::MAX as u64) {
+    while let Some(p) = read_record(&mut f, u64::from(u32::MAX)) {
         off += (HEADER + p.len()) as u64;
         n += 1;
     }

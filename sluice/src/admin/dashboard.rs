@@ -19,13 +19,13 @@ const SCRIPT: &str = include_str!("dashboard.js");
 const STYLE: &str = include_str!("dashboard.css");
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/dashboard", web::get().to(|| asset(PAGE, "text/html; charset=utf-8")))
-        .route("/dashboard/app.js", web::get().to(|| asset(SCRIPT, "text/javascript; charset=utf-8")))
-        .route("/dashboard/app.css", web::get().to(|| asset(STYLE, "text/css; charset=utf-8")))
+    cfg.route("/dashboard", web::get().to(|| async { asset(PAGE, "text/html; charset=utf-8") }))
+        .route("/dashboard/app.js", web::get().to(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/dashboard/app.css", web::get().to(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/dashboard/data", web::get().to(data));
 }
 
-async fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
+fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)
         // The page may only load what the binary serves: a stray external URL fails loudly.
