@@ -1,6 +1,7 @@
 //! Which segments a consumer holds (a disabled destination, a stale cursor) and how a reader
 //! quarantines a corrupt record instead of stopping on it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;

@@ -50,7 +50,7 @@ mod segment;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -336,10 +336,6 @@ impl EventLog {
     /// Number of segment files on disk.
     pub fn segment_count(&self) -> usize {
         self.shared.segments.lock().unwrap().len()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
     }
 
     /// What readiness checks and the log-filling alert look at.

@@ -77,10 +77,6 @@ impl Reader {
         }
     }
 
-    pub fn consumer(&self) -> &str {
-        &self.consumer
-    }
-
     /// Offset of the next record [`Reader::read`] returns.
     pub fn position(&self) -> u64 {
         self.next_offset
@@ -96,12 +92,6 @@ impl Reader {
     /// them must first keep them (dead-letter them), or they are gone.
     pub fn take_corrupt(&mut self) -> Vec<CorruptRecord> {
         std::mem::take(&mut self.corrupt)
-    }
-
-    /// Moves the reader to `offset` (used to re-read after a failed delivery).
-    pub fn seek(&mut self, offset: u64) {
-        self.next_offset = offset;
-        self.segment = None;
     }
 
     /// Returns up to `max_records` records (and about `max_bytes` of events; always at least one

@@ -317,14 +317,14 @@ impl Worker {
                             }
                         }
                     }
-                    self.recovered().await;
+                    self.recovered();
                     return true;
                 }
                 Err(error) => {
                     let retriable = error.is_retriable()
                         && attempt < retry.max_attempts
                         && started.elapsed() < Duration::from_secs(retry.max_age_secs);
-                    self.failing(&error).await;
+                    self.failing(&error);
                     if !retriable {
                         metrics::counter!(metric::FAILED, "destination" => dest.clone()).increment(batch.events.len() as u64);
                         tracing::error!(destination = %dest, attempts = attempt, %error, events = batch.events.len(), "delivery failed for good; batch dead-lettered");
@@ -348,7 +348,7 @@ impl Worker {
         }
     }
 
-    async fn failing(&self, error: &DeliveryError) {
+    fn failing(&self, error: &DeliveryError) {
         let now = chrono::Utc::now().timestamp_millis();
         let since = match self.failing_since.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => now,
@@ -369,7 +369,7 @@ impl Worker {
         }
     }
 
-    async fn recovered(&self) {
+    fn recovered(&self) {
         self.failing_since.store(0, Ordering::Release);
     }
 
