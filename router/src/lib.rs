@@ -9,7 +9,8 @@ mod alert;
 pub mod config;
 pub mod dlq;
 mod error;
-mod head;
+mod filter;
+mod transform;
 mod worker;
 
 mod supervise;
@@ -161,9 +162,9 @@ pub async fn replay(
         let source: Arc<str> = Arc::from(e.source.as_str());
         let json = e.event.get().as_bytes();
         if entry.stage == Stage::Transform && !chain.is_empty() {
-            let head = head::RouteHead::parse(json).ok();
-            let mid = head.as_ref().and_then(|h| h.message_id.as_deref()).unwrap_or("").to_string();
-            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, &mid).with_write_key_id(&e.write_key_id))? {
+            let head = sluice_eventlog::EventHead::parse(json).ok();
+            let mid = head.as_ref().map_or("", |h| h.message_id.as_ref());
+            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, mid).with_write_key_id(&e.write_key_id))? {
                 events.push(OutEvent { offset: e.offset, source: source.clone(), json: out.into() });
             }
         } else {
