@@ -1,17 +1,29 @@
-//! Running a destination's chain over the records it takes, on every core.
+//! Running a destination's chain over the records it takes: on every core, and once for all
+//! the destinations that share the chain (see `shared.rs`).
 
 use bytes::Bytes;
 use sluice_transformer::{Chain, Meta};
 
-/// A chain's outcome for one event: the events it became, or why it failed.
-pub(crate) type Outcome = Result<Vec<Bytes>, String>;
+use crate::shared::{Outcome, SharedRuns};
 
-/// The chain's outcome for each of `inputs`.
-pub(crate) fn outcomes(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<Outcome> {
-    transform_parallel(chain, inputs)
-        .into_iter()
-        .map(|r| r.map(|outs| outs.into_iter().map(Bytes::from).collect()).map_err(|e| e.to_string()))
-        .collect()
+/// The chain's outcome for each of `inputs` (whose log offsets are `offsets`), and how many
+/// were taken from another destination's run. With `shared`, and as long as no script of the
+/// chain reads `meta.destination` (asked per call: a reload can change it), each event is run
+/// once for every destination of the chain.
+pub(crate) fn outcomes(chain: &Chain, shared: Option<&SharedRuns>, offsets: &[u64], inputs: &[(&[u8], Meta<'_>)]) -> (Vec<Outcome>, usize) {
+    let solo = |inputs: &[(&[u8], Meta<'_>)]| -> Vec<Outcome> {
+        transform_parallel(chain, inputs)
+            .into_iter()
+            .map(|r| r.map(|outs| outs.into_iter().map(Bytes::from).collect()).map_err(|e| e.to_string()))
+            .collect()
+    };
+    match shared {
+        Some(runs) if !chain.reads_destination() => runs.outcomes(offsets, |mine| {
+            let part: Vec<(&[u8], Meta<'_>)> = mine.iter().map(|&i| inputs[i]).collect();
+            solo(&part)
+        }),
+        _ => (solo(inputs), 0),
+    }
 }
 
 /// Below this many events a read is transformed on the calling thread: starting threads would

@@ -21,10 +21,12 @@ use crate::alert::Alerter;
 use crate::config::DestinationConfig;
 use crate::dlq::{DeadEvent, DeadLetters, Entry, Stage};
 use crate::metric;
+use crate::shared::SharedRuns;
 
 /// What a worker is made of; the supervisor makes a fresh worker from it after a panic.
 pub(crate) struct Spec {
     pub routed: crate::RoutedDestination,
+    pub shared: Option<(Arc<SharedRuns>, usize)>,
     pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
@@ -41,6 +43,7 @@ impl Spec {
             config: d.config.clone(),
             destination: d.destination.clone(),
             chain: d.chain.clone(),
+            shared: self.shared.clone(),
             log: self.log.clone(),
             dlq: self.dlq.clone(),
             alerts: self.alerts.clone(),
@@ -55,6 +58,9 @@ pub(crate) struct Worker {
     pub config: DestinationConfig,
     pub destination: Arc<dyn Destination>,
     pub chain: Chain,
+    /// The chain's runs shared with the other destinations of the same chain, and this
+    /// destination's index among them (`shared.rs`).
+    pub shared: Option<(Arc<SharedRuns>, usize)>,
     pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
@@ -207,6 +213,9 @@ impl Worker {
             consumed_any = true;
             started.get_or_insert_with(Instant::now);
             tokio::task::block_in_place(|| self.process(records, pending));
+            if let Some((runs, member)) = &self.shared {
+                runs.passed(*member, reader.position());
+            }
             if !self.write_dead_letters(pending, shutdown).await {
                 return false;
             }
@@ -249,7 +258,12 @@ impl Worker {
             .iter()
             .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid).with_write_key_id(&r.write_key_id)))
             .collect();
-        let outcomes = crate::transform::outcomes(&self.chain, &inputs);
+        let offsets: Vec<u64> = accepted.iter().map(|(r, _, _)| r.offset).collect();
+        let shared = self.shared.as_ref().map(|(runs, _)| &**runs);
+        let (outcomes, taken) = crate::transform::outcomes(&self.chain, shared, &offsets, &inputs);
+        if taken > 0 {
+            metrics::counter!(metric::TRANSFORM_SHARED, "destination" => self.id.to_string()).increment(taken as u64);
+        }
         for ((record, lane, _), outcome) in accepted.iter().zip(outcomes) {
             match outcome {
                 Ok(outs) => {
