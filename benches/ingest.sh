@@ -4,6 +4,8 @@
 #
 #   bash benches/ingest.sh                      # 3 rounds, 10 s per measurement
 #   ROUNDS=5 DURATION=15 bash benches/ingest.sh
+#   SLUICE=/path/to/other/sluice bash benches/ingest.sh   # measure another build
+#   COMPARE=/path/to/before/sluice bash benches/ingest.sh  # adds that build's rows to each round
 #
 # The machine's speed drifts by tens of percent from minute to minute (shared host), so the
 # servers are measured in rounds (baseline, sluice ingest, sluice + router, again and again) and
@@ -29,8 +31,9 @@ cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm 
 trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --locked -q -p sluice -p sluice-benches
+[ "${BUILD:-yes}" = yes ] && cargo build --release --locked -q -p sluice -p sluice-benches
 BIN="$CARGO_TARGET_DIR/release"
+SLUICE="${SLUICE:-$BIN/sluice}"   # or another build of sluice (BUILD=no skips the build), for before/after pairs
 "$BIN/bench-payloads" "$WORK" >&2
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
@@ -93,13 +96,15 @@ for round in $(seq "$ROUNDS"); do
   mapfile -t -O "${#ROWS[@]}" ROWS < <(measure "$round baseline" "$base_pid" "http://127.0.0.1:$PORT_BASE")
   kill "$base_pid"; wait "$base_pid" 2>/dev/null || true
 
-  for variant in ingest router; do
+  for variant in ingest router ${COMPARE:+before-ingest before-router}; do
     dir="$WORK/$variant"; mkdir -p "$dir"; port=$((PORT_BASE + 1))
-    sluice_config "$dir" "$port" "$([ $variant = router ] && echo yes || echo no)"
-    RUST_LOG=warn "$BIN/sluice" run --config "$dir/sluice.yaml" 2>"$dir/stderr" & PIDS+=($!); pid=$!
+    sluice_config "$dir" "$port" "$(case $variant in *router) echo yes;; *) echo no;; esac)"
+    bin="$SLUICE"; name="sluice-$variant"
+    case $variant in before-*) bin="$COMPARE"; name="$variant";; esac
+    RUST_LOG=warn "$bin" run --config "$dir/sluice.yaml" 2>"$dir/stderr" & PIDS+=($!); pid=$!
     wait_port "$port"
-    mapfile -t -O "${#ROWS[@]}" ROWS < <(measure "$round sluice-$variant" "$pid" "http://127.0.0.1:$port")
-    if [ $variant = router ]; then  # how far the router was behind when the load stopped
+    mapfile -t -O "${#ROWS[@]}" ROWS < <(measure "$round $name" "$pid" "http://127.0.0.1:$port")
+    if [ "$variant" != "${variant%router}" ]; then  # how far the router was behind when the load stopped
       curl -s "http://127.0.0.1:$((port + 100))/metrics" | grep -E '^sluice_destination_lag_events' >&2 || true
     fi
     kill "$pid"; wait "$pid" 2>/dev/null || true

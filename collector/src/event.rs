@@ -23,37 +23,7 @@ use crate::CollectError;
 
 mod check;
 
-pub use sluice_eventlog::MAX_EVENT_DEPTH;
-
-/// The event types of the Segment / RudderStack spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Track,
-    Identify,
-    Page,
-    Screen,
-    Group,
-    Alias,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [Kind::Track, Kind::Identify, Kind::Page, Kind::Screen, Kind::Group, Kind::Alias];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Track => "track",
-            Kind::Identify => "identify",
-            Kind::Page => "page",
-            Kind::Screen => "screen",
-            Kind::Group => "group",
-            Kind::Alias => "alias",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
+pub use sluice_eventlog::{EventHead, EventKind, MAX_EVENT_DEPTH};
 
 /// A field that tells "absent" (`Field(None)`) from "present, even as null" (`Field(Some("null"))`),
 /// which `Option<&RawValue>` cannot: the difference decides whether a field may be appended.
@@ -85,13 +55,13 @@ impl<'a> Field<'a> {
         }
     }
 
-    /// An id: a non-blank string or a number (some SDKs send numeric user ids).
+    /// The id's text, if it is one (the log's rule, [`sluice_eventlog::id_text`]).
+    fn id(&self) -> Option<Cow<'a, str>> {
+        self.0.and_then(sluice_eventlog::id_text)
+    }
+
     fn is_valid_id(&self) -> bool {
-        match self.0.map(RawValue::get) {
-            None | Some("null") => false,
-            Some(raw) if raw.starts_with('"') => self.as_str().is_some_and(|s| !s.trim().is_empty()),
-            Some(raw) => raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()),
-        }
+        self.id().is_some()
     }
 }
 
@@ -283,16 +253,19 @@ impl<'a> BatchBody<'a> {
 pub const TIME_FIELDS: [&str; 3] = ["timestamp", "originalTimestamp", "sentAt"];
 
 /// What [`enrich`] learned of an accepted event.
-pub struct Enriched {
-    pub kind: Kind,
+pub struct Enriched<'a> {
+    pub kind: EventKind,
     /// Which of [`TIME_FIELDS`] were not RFC 3339 and were replaced by `receivedAt`.
     pub repaired: [bool; 3],
+    /// The head the log keeps with the event, taken from the pass that checked it (the router
+    /// never parses the event to route it).
+    pub head: EventHead<'a>,
 }
 
 /// What is the same for every event of one request.
 pub struct RequestInfo<'a> {
     /// Type given by the endpoint (`/v1/track`), `None` for `/v1/batch`.
-    pub endpoint_kind: Option<Kind>,
+    pub endpoint_kind: Option<EventKind>,
     pub received_at: DateTime<Utc>,
     /// `receivedAt` formatted once per request.
     pub received_at_text: &'a str,
@@ -305,7 +278,7 @@ pub struct RequestInfo<'a> {
 }
 
 impl<'a> RequestInfo<'a> {
-    pub fn new(endpoint_kind: Option<Kind>, received_at: DateTime<Utc>, received_at_text: &'a str, ip: Option<&'a str>) -> Self {
+    pub fn new(endpoint_kind: Option<EventKind>, received_at: DateTime<Utc>, received_at_text: &'a str, ip: Option<&'a str>) -> Self {
         RequestInfo {
             endpoint_kind,
             received_at,
@@ -367,14 +340,14 @@ fn check_types(head: &Head<'_>) -> Result<(), CollectError> {
 }
 
 /// Checks one event and appends its enriched JSON to `out`.
-pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Enriched, CollectError> {
+pub fn enrich<'a>(raw: &'a str, info: &'a RequestInfo<'_>, out: &mut Vec<u8>) -> Result<Enriched<'a>, CollectError> {
     let raw = raw.trim();
     if !raw.starts_with('{') {
         return Err(CollectError::InvalidEvent("an event must be a JSON object".into()));
     }
     // Before the parse: serde_json would stop at its own limit with a less useful message.
     check::check_depth(raw.as_bytes())?;
-    let head: Head<'_> = serde_json::from_str(raw).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
+    let head: Head<'a> = serde_json::from_str(raw).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
 
     let kind = match (info.endpoint_kind, head.kind.as_str()) {
         (Some(k), None) if head.kind.is_null_or_absent() => k,
@@ -382,7 +355,7 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<En
         (Some(k), _) => {
             return Err(CollectError::InvalidEvent(format!("type must be {:?} on /v1/{}", k.as_str(), k.as_str())))
         }
-        (None, Some(t)) => Kind::parse(&t).ok_or_else(|| {
+        (None, Some(t)) => EventKind::parse(&t).ok_or_else(|| {
             CollectError::InvalidEvent(format!(
                 "unknown type {t:?}: expected track, identify, page, screen, group or alias"
             ))
@@ -390,17 +363,18 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<En
         (None, None) => return Err(CollectError::InvalidEvent("every event in a batch needs a \"type\"".into())),
     };
     check_types(&head)?;
-    if !head.user_id.is_valid_id() && !head.anonymous_id.is_valid_id() {
+    let Some(user) = head.user_id.id().or_else(|| head.anonymous_id.id()) else {
         return Err(CollectError::InvalidEvent(format!("{} event needs a non-blank userId or anonymousId", kind.as_str())));
-    }
+    };
+    let event_name = head.event.as_str();
     match kind {
-        Kind::Track if head.event.as_str().is_none_or(|e| e.trim().is_empty()) => {
+        EventKind::Track if event_name.as_deref().is_none_or(|e| e.trim().is_empty()) => {
             return Err(CollectError::InvalidEvent("track event needs a non-empty \"event\" name".into()))
         }
-        Kind::Alias if !head.previous_id.is_valid_id() => {
+        EventKind::Alias if !head.previous_id.is_valid_id() => {
             return Err(CollectError::InvalidEvent("alias event needs a non-blank \"previousId\"".into()))
         }
-        Kind::Group if !head.group_id.is_valid_id() => {
+        EventKind::Group if !head.group_id.is_valid_id() => {
             return Err(CollectError::InvalidEvent("group event needs a non-blank \"groupId\"".into()))
         }
         _ => {}
@@ -451,9 +425,14 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<En
     if info.endpoint_kind.is_some() && head.kind.is_null_or_absent() {
         add.push(("type", json_string(kind.as_str())));
     }
-    if head.message_id.is_null_or_absent() {
-        add.push(("messageId", json_string(&uuid::Uuid::new_v4().to_string())));
-    }
+    let message_id = match head.message_id.id() {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            add.push(("messageId", json_string(&id)));
+            Cow::Owned(id)
+        }
+    };
     add.push(("receivedAt", json_string(info.received_at_text)));
     match (&sent, sent_from_batch) {
         (Time::Valid(s, _), true) => add.push(("sentAt", json_string(s))),
@@ -477,12 +456,23 @@ pub fn enrich(raw: &str, info: &RequestInfo<'_>, out: &mut Vec<u8>) -> Result<En
         || !repairs.is_empty()
         || info.batch_context.is_some()
         || info.batch_integrations.is_some();
+    let mut integrations = head.integrations.0.filter(|r| r.get() != "null").map(|r| Cow::Borrowed(r.get()));
     if slow {
-        enrich_slow(raw, Slow { add: &add, ip: info.ip, repairs: &repairs, info }, out)?;
+        if let Some(merged) = enrich_slow(raw, Slow { add: &add, ip: info.ip, repairs: &repairs, info }, out)? {
+            integrations = Some(Cow::Owned(merged));
+        }
     } else {
         splice(raw, &add, context_ip, out);
     }
-    Ok(Enriched { kind, repaired })
+    let head = EventHead {
+        kind: Some(kind),
+        event: event_name,
+        user,
+        message_id,
+        received_at: Cow::Borrowed(info.received_at_text),
+        integrations,
+    };
+    Ok(Enriched { kind, repaired, head })
 }
 
 enum ContextIp<'a> {
@@ -548,8 +538,9 @@ struct Slow<'s, 'r> {
     info: &'s RequestInfo<'s>,
 }
 
-/// Slow path for rare shapes: parse, set, serialize.
-fn enrich_slow(raw: &str, slow: Slow<'_, '_>, out: &mut Vec<u8>) -> Result<(), CollectError> {
+/// Slow path for rare shapes: parse, set, serialize. Returns the event's `integrations` when the
+/// batch's were merged into them (the head must carry what was stored).
+fn enrich_slow(raw: &str, slow: Slow<'_, '_>, out: &mut Vec<u8>) -> Result<Option<String>, CollectError> {
     let Slow { add, ip, repairs, info } = slow;
     let start = out.len();
     let mut map: serde_json::Map<String, serde_json::Value> =
@@ -581,7 +572,8 @@ fn enrich_slow(raw: &str, slow: Slow<'_, '_>, out: &mut Vec<u8>) -> Result<(), C
     }
     serde_json::to_writer(&mut *out, &map).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
     // Merging and the repair note move values deeper: the result must still be readable downstream.
-    check::check_depth(&out[start..])
+    check::check_depth(&out[start..])?;
+    Ok(info.batch_integrations.as_ref().and(map.get("integrations")).filter(|v| v.is_object()).map(|v| v.to_string()))
 }
 
 /// Keeps the date-times the client sent under `context.sluice.invalid_timestamps` (`context.sluice`

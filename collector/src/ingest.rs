@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use sluice_eventlog::AppendBatch;
 
-use crate::event::{enrich, BatchBody, Kind, RequestInfo, TIME_FIELDS};
+use crate::event::{enrich, BatchBody, EventKind, RequestInfo, TIME_FIELDS};
 use crate::{metric, CollectError, Collector, Source};
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig, collector: web::Data<Collector>) {
@@ -31,7 +31,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, collector: web::Data<Collecto
         .route("/pixel/v1/page", web::get().to(crate::pixel::page))
         .route("/sourceConfig", web::get().to(crate::source_config::handle))
         .route("/sourceConfig/", web::get().to(crate::source_config::handle));
-    for kind in Kind::ALL {
+    for kind in EventKind::ALL {
         scope = scope.route(
             &format!("/v1/{}", kind.as_str()),
             web::post().to(move |req, body, c| handle(Some(kind), req, body, c)),
@@ -48,7 +48,7 @@ async fn health(c: web::Data<Collector>) -> HttpResponse {
 }
 
 async fn handle(
-    endpoint: Option<Kind>,
+    endpoint: Option<EventKind>,
     req: HttpRequest,
     payload: web::Payload,
     c: web::Data<Collector>,
@@ -61,7 +61,7 @@ async fn handle(
 }
 
 async fn ingest(
-    endpoint: Option<Kind>,
+    endpoint: Option<EventKind>,
     req: HttpRequest,
     payload: web::Payload,
     c: &Collector,
@@ -213,8 +213,8 @@ fn build_batch<'a>(
 ) -> Result<(AppendBatch, Counts), CollectError> {
     let mut counts = Counts { kinds: [0; 6], repaired: [0; 3] };
     let mut scratch = Vec::with_capacity(1024);
-    let mut count = |e: crate::event::Enriched| {
-        counts.kinds[Kind::ALL.iter().position(|k| *k == e.kind).unwrap()] += 1;
+    let mut count = |e: &crate::event::Enriched<'_>| {
+        counts.kinds[e.kind.index()] += 1;
         for (n, r) in counts.repaired.iter_mut().zip(e.repaired) {
             *n += u64::from(r);
         }
@@ -223,8 +223,9 @@ fn build_batch<'a>(
         Some(_) => {
             let text = std::str::from_utf8(body).map_err(|e| CollectError::MalformedJson(e.to_string()))?;
             let mut batch = AppendBatch::with_capacity(body.len() + 256);
-            count(enrich(text, &info, &mut scratch)?);
-            batch.push(source, key_id, &scratch);
+            let enriched = enrich(text, &info, &mut scratch)?;
+            count(&enriched);
+            batch.push(source, key_id, &enriched.head, &scratch);
             batch
         }
         None => {
@@ -238,8 +239,8 @@ fn build_batch<'a>(
                     CollectError::InvalidEvent(m) => CollectError::InvalidEvent(format!("batch[{i}]: {m}")),
                     other => other,
                 })?;
-                count(enriched);
-                batch.push(source, key_id, &scratch);
+                count(&enriched);
+                batch.push(source, key_id, &enriched.head, &scratch);
             }
             batch
         }

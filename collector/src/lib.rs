@@ -198,7 +198,7 @@ impl Collector {
                 let quota = Quota::per_second(per_sec).allow_burst(NonZeroU32::new(burst).expect("validated"));
                 (RateLimiter::direct(quota), burst)
             });
-            let received = event::Kind::ALL
+            let received = event::EventKind::ALL
                 .map(|k| metrics::counter!(metric::RECEIVED, "source" => s.id.clone(), "type" => k.as_str()));
             let received_bytes = metrics::counter!(metric::RECEIVED_BYTES, "source" => s.id.clone());
             let source = Arc::new(Source { id: Arc::from(s.id.as_str()), limiter, received, received_bytes });

@@ -19,7 +19,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use sluice_eventlog::AppendBatch;
 
-use crate::event::{enrich, Kind, RequestInfo};
+use crate::event::{enrich, EventKind, RequestInfo};
 use crate::{CollectError, Collector};
 
 /// A 1x1 transparent GIF (43 bytes).
@@ -33,11 +33,11 @@ pub const PIXEL_GIF: [u8; 43] = [
 pub const ERROR_HEADER: &str = "X-Sluice-Error";
 
 pub(crate) async fn track(req: HttpRequest, c: web::Data<Collector>) -> HttpResponse {
-    answer(store(Kind::Track, &req, &c).await)
+    answer(store(EventKind::Track, &req, &c).await)
 }
 
 pub(crate) async fn page(req: HttpRequest, c: web::Data<Collector>) -> HttpResponse {
-    answer(store(Kind::Page, &req, &c).await)
+    answer(store(EventKind::Page, &req, &c).await)
 }
 
 fn answer(outcome: Result<(), CollectError>) -> HttpResponse {
@@ -59,7 +59,7 @@ fn answer(outcome: Result<(), CollectError>) -> HttpResponse {
     resp.body(PIXEL_GIF.as_slice())
 }
 
-async fn store(kind: Kind, req: &HttpRequest, c: &Collector) -> Result<(), CollectError> {
+async fn store(kind: EventKind, req: &HttpRequest, c: &Collector) -> Result<(), CollectError> {
     let params = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| CollectError::InvalidEvent(format!("query string: {e}")))?
         .into_inner();
@@ -78,9 +78,9 @@ async fn store(kind: Kind, req: &HttpRequest, c: &Collector) -> Result<(), Colle
     };
     let info = RequestInfo::new(Some(kind), received_at, &received_at_text, ip.as_deref());
     let mut scratch = Vec::with_capacity(body.len() + 256);
-    enrich(&body, &info, &mut scratch)?;
+    let enriched = enrich(&body, &info, &mut scratch)?;
     let mut batch = AppendBatch::with_capacity(scratch.len() + 64);
-    batch.push(&source.id, &key_id, &scratch);
+    batch.push(&source.id, &key_id, &enriched.head, &scratch);
 
     if let Some((limiter, _)) = &source.limiter {
         if let Ok(Err(not_until)) = limiter.check_n(NonZeroU32::MIN) {
@@ -89,13 +89,13 @@ async fn store(kind: Kind, req: &HttpRequest, c: &Collector) -> Result<(), Colle
         }
     }
     c.log.append(batch).await.map_err(|e| CollectError::from_log(e, c.log_full_retry_after()))?;
-    let slot = Kind::ALL.iter().position(|k| *k == kind).expect("kind is in ALL");
+    let slot = kind.index();
     source.received[slot].increment(1);
     Ok(())
 }
 
 /// Builds the event JSON from the query parameters; returns it with the write key.
-pub fn event_from_query(kind: Kind, params: Vec<(String, String)>) -> Result<(String, Option<String>), CollectError> {
+pub fn event_from_query(kind: EventKind, params: Vec<(String, String)>) -> Result<(String, Option<String>), CollectError> {
     let mut event = Map::new();
     event.insert("channel".into(), Value::from("web"));
     let mut write_key = None;
@@ -111,7 +111,7 @@ pub fn event_from_query(kind: Kind, params: Vec<(String, String)>) -> Result<(St
             _ => set_path(&mut event, &key, value)?,
         }
     }
-    if kind == Kind::Page {
+    if kind == EventKind::Page {
         if let Some(Value::String(name)) = event.get_mut("name") {
             if name.trim().is_empty() {
                 *name = "Unknown Page".into();
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn dotted_parameters_become_nested_objects() {
         let (body, key) = event_from_query(
-            Kind::Track,
+            EventKind::Track,
             q(&[("writeKey", "k"), ("anonymousId", "\"a1\""), ("event", "Email Opened"), ("properties.campaign.id", "c9"), ("type", "alias")]),
         )
         .unwrap();
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn empty_path_segments_are_refused() {
-        assert!(event_from_query(Kind::Page, q(&[("properties..x", "1")])).is_err());
+        assert!(event_from_query(EventKind::Page, q(&[("properties..x", "1")])).is_err());
     }
 
     #[test]

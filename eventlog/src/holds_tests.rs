@@ -12,7 +12,7 @@ use crate::tests::config;
 async fn append(log: &EventLog, tag: &str, n: usize) {
     for i in 0..n {
         let mut b = AppendBatch::default();
-        b.push("web", "", format!("{{\"messageId\":\"{tag}-{i}\",\"pad\":\"{}\"}}", "p".repeat(80)).as_bytes());
+        b.push_event("web", "", format!("{{\"messageId\":\"{tag}-{i}\",\"pad\":\"{}\"}}", "p".repeat(80)).as_bytes());
         log.append(b).await.unwrap();
     }
 }

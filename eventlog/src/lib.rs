@@ -32,19 +32,27 @@
 //!
 //! segment  = record*
 //! record   = len:u32le crc:u32le payload[len]          crc = CRC-32 (IEEE) of payload
-//! payload  = version:u8 (=2) source_len:u8 source[source_len] key_id_len:u8 key_id[key_id_len] event[..]
-//!          | version:u8 (=1) source_len:u8 source[source_len] event[..]      (read, never written)
+//! payload  = version:u8 (=3) source_len:u8 source key_id_len:u8 key_id head_len:varint head event
+//!          | version:u8 (=2) source_len:u8 source key_id_len:u8 key_id event  (read, never written)
+//!          | version:u8 (=1) source_len:u8 source event                       (read, never written)
+//! head     = the event's head (type, name, user, messageId, receivedAt, integrations), see `head.rs`
 //! event    = JSON object bytes, nested at most MAX_EVENT_DEPTH deep
 //! ```
 //! `key_id` names the write key the event was sent with (the id of a source's `write_keys`
-//! entry, never the key itself). Logs written before version 2 stay readable: their records read
-//! with an empty write key id.
+//! entry, never the key itself). `head` holds what the router decides by, as the collector read
+//! it while validating the event, so the router never parses an event only to route it
+//! ([`EventHead`]). Logs written before version 3 stay readable: a version 1 or 2 record's head
+//! is made by one parse of its event when it is read, and version 1 records read with an empty
+//! write key id. The payload is framed apart from its encoding ([`payload`]), so a backend with
+//! its own framing can store payloads as they are.
 //! Offsets are implicit: the n-th record of a segment (from 0) has offset `base + n`. A segment
 //! name gives its first offset, so finding an offset means picking the segment and scanning it.
 
 mod admin;
 mod cursor;
 mod error;
+mod head;
+pub mod payload;
 mod reader;
 mod segment;
 mod writer;
@@ -60,6 +68,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use admin::{drop_cursor, inspect, CursorState, LogState};
 pub use error::LogError;
+pub use head::{id_text, EventHead, EventKind};
 pub use reader::{CorruptRecord, Reader};
 
 /// Deepest nesting of objects and arrays an event in the log may have, the event's own object
@@ -140,6 +149,30 @@ pub struct Record {
     pub write_key_id: Arc<str>,
     /// The event JSON exactly as appended.
     pub event: Bytes,
+    /// The head, encoded ([`EventHead::decode`]); empty when the event is not a JSON object.
+    head: Bytes,
+}
+
+impl Record {
+    /// A record of `event` with its `head` (`None` when the event is not a JSON object).
+    pub fn new(offset: u64, source: Arc<str>, write_key_id: Arc<str>, head: Option<&EventHead<'_>>, event: Bytes) -> Record {
+        let head = head.map_or_else(Bytes::new, |h| {
+            let mut out = Vec::with_capacity(h.encoded_len());
+            h.encode(&mut out);
+            out.into()
+        });
+        Record { offset, source, write_key_id, event, head }
+    }
+
+    /// The event's head, as the collector read it (or as one parse of the event found it, for
+    /// records older than version 3). `None` when the stored event is not a JSON object.
+    pub fn head(&self) -> Option<EventHead<'_>> {
+        if self.head.is_empty() {
+            return None;
+        }
+        // Checked when the record was read, so this cannot fail.
+        EventHead::decode(&self.head).ok()
+    }
 }
 
 /// Records encoded for one append. Encoding happens in the caller's task, so the writer thread
@@ -148,18 +181,53 @@ pub struct Record {
 pub struct AppendBatch {
     buf: Vec<u8>,
     count: u64,
+    /// Per record: where its payload and its user key are in `buf`.
+    index: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+/// One record of an [`AppendBatch`], for backends that store payloads as they are.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRecord<'a> {
+    /// The record's payload ([`payload`]).
+    pub payload: &'a [u8],
+    /// The user the event belongs to ([`EventHead::user`]), the key that keeps one user's
+    /// events in order.
+    pub user: &'a str,
 }
 
 impl AppendBatch {
     pub fn with_capacity(bytes: usize) -> Self {
-        AppendBatch { buf: Vec::with_capacity(bytes), count: 0 }
+        AppendBatch { buf: Vec::with_capacity(bytes), count: 0, index: Vec::new() }
     }
 
-    /// Adds one event. `source` or `write_key_id` longer than 255 bytes is a programming error
-    /// (config ids are short).
-    pub fn push(&mut self, source: &str, write_key_id: &str, event: &[u8]) {
-        segment::encode_record(&mut self.buf, source, write_key_id, event);
+    /// Adds one event with its head (as the collector read it while validating the event).
+    /// `source` or `write_key_id` longer than 255 bytes is a programming error (config ids are
+    /// short).
+    pub fn push(&mut self, source: &str, write_key_id: &str, head: &EventHead<'_>, event: &[u8]) {
+        self.push_encoded(source, write_key_id, Some(head), event);
+    }
+
+    /// Adds one event whose head is not known yet: it is read from the event (for tools and
+    /// tests; the collector knows the head and calls [`AppendBatch::push`]). An event that is not
+    /// a JSON object is stored without a head.
+    pub fn push_event(&mut self, source: &str, write_key_id: &str, event: &[u8]) {
+        let head = EventHead::parse(event).ok();
+        self.push_encoded(source, write_key_id, head.as_ref(), event);
+    }
+
+    fn push_encoded(&mut self, source: &str, write_key_id: &str, head: Option<&EventHead<'_>>, event: &[u8]) {
+        let start = self.buf.len();
+        let user = segment::encode_record(&mut self.buf, source, write_key_id, head, event);
+        self.index.push((start + segment::HEADER..self.buf.len(), user));
         self.count += 1;
+    }
+
+    /// The records in the order they were pushed.
+    pub fn records(&self) -> impl Iterator<Item = BatchRecord<'_>> {
+        self.index.iter().map(|(payload, user)| BatchRecord {
+            payload: &self.buf[payload.clone()],
+            user: std::str::from_utf8(&self.buf[user.clone()]).expect("written from a str"),
+        })
     }
 
     pub fn len(&self) -> u64 {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::segment::{parse_record, Parsed, HEADER};
-use crate::{Committed, LogError, Record, Shared};
+use crate::{payload, Committed, LogError, Record, Shared};
 
 /// Bytes read from disk at a time when the caller's own limit is smaller.
 const MIN_CHUNK: usize = 256 << 10;
@@ -140,15 +140,10 @@ impl Reader {
             let mut invalid = None;
             while at < chunk.len() && out.len() < max_records && (out.is_empty() || bytes < max_bytes) {
                 match parse_record(&chunk[at..]) {
-                    Parsed::Record { source, key_id, event_start, event_end, total } => {
-                        let (source, write_key_id) = (self.intern(source), self.intern_key_id(key_id));
-                        out.push(Record {
-                            offset: self.next_offset,
-                            source,
-                            write_key_id,
-                            event: chunk.slice(at + event_start..at + event_end),
-                        });
-                        bytes += event_end - event_start;
+                    Parsed::Record { parts, total } => {
+                        let record = self.record(&chunk.slice(at + HEADER..at + total), &parts);
+                        bytes += record.event.len();
+                        out.push(record);
                         self.next_offset += 1;
                         at += total;
                     }
@@ -188,10 +183,10 @@ impl Reader {
                 let at = *p;
                 let whole = Bytes::from(read_exact_at(file, at, n)?);
                 match parse_record(&whole) {
-                    Parsed::Record { source, key_id, event_start, event_end, total } => {
-                        let (source, write_key_id) = (self.intern(source), self.intern_key_id(key_id));
-                        out.push(Record { offset: self.next_offset, source, write_key_id, event: whole.slice(event_start..event_end) });
-                        bytes += event_end - event_start;
+                    Parsed::Record { parts, total } => {
+                        let record = self.record(&whole.slice(HEADER..total), &parts);
+                        bytes += record.event.len();
+                        out.push(record);
                         self.next_offset += 1;
                         self.segment.as_mut().unwrap().2 += total as u64;
                     }
@@ -288,6 +283,13 @@ impl Reader {
 }
 
 impl Reader {
+    /// The record at `next_offset`, from its payload (source and write key id interned).
+    fn record(&mut self, payload: &Bytes, parts: &payload::Parts) -> Record {
+        let source = self.intern(&payload[parts.source.clone()]);
+        let write_key_id = self.intern_key_id(&payload[parts.write_key_id.clone()]);
+        Record::from_parts(self.next_offset, payload, parts, source, write_key_id)
+    }
+
     /// As `intern`, for write key ids: consecutive records mostly share one.
     fn intern_key_id(&mut self, key_id: &[u8]) -> Arc<str> {
         match &self.last_key_id {

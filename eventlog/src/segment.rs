@@ -10,35 +10,35 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::{metric, Committed, LogConfig, LogError, Shared};
+use crate::{metric, payload, Committed, EventHead, LogConfig, LogError, Shared};
 
 pub(crate) const HEADER: usize = 8;
-/// Version 1 records carry no write key id; they are still read (with an empty id).
-const VERSION_1: u8 = 1;
-const VERSION: u8 = 2;
 /// Upper bound on one record; a length above it can only be garbage from a torn write.
 pub(crate) const MAX_RECORD: usize = 64 << 20;
 
-pub(crate) fn encode_record(buf: &mut Vec<u8>, source: &str, write_key_id: &str, event: &[u8]) {
-    let source = &source.as_bytes()[..source.len().min(255)];
-    let key_id = &write_key_id.as_bytes()[..write_key_id.len().min(255)];
-    let len = 3 + source.len() + key_id.len() + event.len();
+/// Frames one payload (see `payload.rs`) as `len | crc | payload`. Returns where the head's user
+/// key lies in `buf`.
+pub(crate) fn encode_record(
+    buf: &mut Vec<u8>,
+    source: &str,
+    write_key_id: &str,
+    head: Option<&EventHead<'_>>,
+    event: &[u8],
+) -> std::ops::Range<usize> {
     let start = buf.len();
-    buf.extend_from_slice(&(len as u32).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.push(VERSION);
-    buf.push(source.len() as u8);
-    buf.extend_from_slice(source);
-    buf.push(key_id.len() as u8);
-    buf.extend_from_slice(key_id);
-    buf.extend_from_slice(event);
+    buf.extend_from_slice(&[0; HEADER]);
+    let user = payload::encode(buf, source, write_key_id, head, event);
+    let len = buf.len() - start - HEADER;
     let crc = crc32fast::hash(&buf[start + HEADER..]);
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    user
 }
 
-/// One record found in a buffer: where its payload is and how long the whole record is.
-pub(crate) enum Parsed<'a> {
-    Record { source: &'a [u8], key_id: &'a [u8], event_start: usize, event_end: usize, total: usize },
+/// One record found in a buffer: its payload's parts (ranges from the payload's start, which is
+/// `HEADER` bytes into the record) and how long the whole record is.
+pub(crate) enum Parsed {
+    Record { parts: payload::Parts, total: usize },
     /// Not enough bytes for a whole record (a short read, or a torn tail).
     Incomplete,
     /// Bytes that are not a valid record.
@@ -46,7 +46,7 @@ pub(crate) enum Parsed<'a> {
 }
 
 /// Parses the record at the start of `buf`.
-pub(crate) fn parse_record(buf: &[u8]) -> Parsed<'_> {
+pub(crate) fn parse_record(buf: &[u8]) -> Parsed {
     if buf.len() < HEADER {
         return Parsed::Incomplete;
     }
@@ -62,26 +62,10 @@ pub(crate) fn parse_record(buf: &[u8]) -> Parsed<'_> {
     if crc32fast::hash(payload) != crc {
         return Parsed::Invalid("checksum mismatch".into());
     }
-    let source_len = payload[1] as usize;
-    if 2 + source_len > len {
-        return Parsed::Invalid("source longer than record".into());
+    match payload::decode(payload) {
+        Ok(parts) => Parsed::Record { parts, total: HEADER + len },
+        Err(reason) => Parsed::Invalid(reason),
     }
-    let source = &payload[2..2 + source_len];
-    let (key_id, event_at) = match payload[0] {
-        VERSION_1 => (&payload[..0], 2 + source_len),
-        VERSION => {
-            let Some(&key_len) = payload.get(2 + source_len) else {
-                return Parsed::Invalid("write key id missing".into());
-            };
-            let key_at = 3 + source_len;
-            if key_at + key_len as usize > len {
-                return Parsed::Invalid("write key id longer than record".into());
-            }
-            (&payload[key_at..key_at + key_len as usize], key_at + key_len as usize)
-        }
-        other => return Parsed::Invalid(format!("unknown record version {other}")),
-    };
-    Parsed::Record { source, key_id, event_start: HEADER + event_at, event_end: HEADER + len, total: HEADER + len }
 }
 
 pub(crate) fn segment_path(dir: &Path, base: u64) -> PathBuf {

@@ -9,7 +9,9 @@ mod alert;
 pub mod config;
 pub mod dlq;
 mod error;
-mod head;
+mod filter;
+mod shared;
+mod transform;
 mod worker;
 
 mod supervise;
@@ -37,6 +39,9 @@ pub mod metric {
     pub const DEAD_LETTERED: &str = "sluice_destination_dead_lettered_total";
     pub const FILTERED: &str = "sluice_destination_filtered_total";
     pub const TRANSFORM_FAILED: &str = "sluice_transform_failed_total";
+    /// Events whose transformation a destination took from another destination's run of the
+    /// same chain instead of running it again.
+    pub const TRANSFORM_SHARED: &str = "sluice_transform_shared_total";
     pub const LAG_EVENTS: &str = "sluice_destination_lag_events";
     pub const LAG_SECONDS: &str = "sluice_destination_lag_seconds";
     pub const BATCH_EVENTS: &str = "sluice_destination_batch_events";
@@ -109,12 +114,16 @@ impl Router {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut states = Vec::new();
-        for d in destinations.into_iter().filter(|d| d.config.enabled) {
+        let destinations: Vec<RoutedDestination> = destinations.into_iter().filter(|d| d.config.enabled).collect();
+        let mut shared = share_chains(&destinations).into_iter();
+        for d in destinations {
+            let shared = shared.next().expect("one entry per destination");
             let reader = log.reader(&d.config.id)?;
             let state = DestinationState { id: Arc::from(d.config.id.as_str()), failing_since: Arc::default() };
             states.push(state.clone());
             let spec = worker::Spec {
                 routed: d,
+                shared,
                 log: log.clone(),
                 dlq: dlq.clone(),
                 alerts: alerts.clone(),
@@ -141,6 +150,29 @@ impl Router {
     }
 }
 
+/// Destinations with the same non-empty chain (the same transformation ids in the same order)
+/// share one memo of its outcomes, unless a script of it reads `meta.destination`: one entry per
+/// destination, in order, with its index in its group.
+fn share_chains(destinations: &[RoutedDestination]) -> Vec<Option<(Arc<shared::SharedRuns>, usize)>> {
+    let mut groups: std::collections::HashMap<&[String], Vec<usize>> = std::collections::HashMap::new();
+    for (i, d) in destinations.iter().enumerate() {
+        if !d.chain.is_empty() && !d.chain.reads_destination() {
+            groups.entry(&d.config.transformations).or_default().push(i);
+        }
+    }
+    let mut out: Vec<Option<(Arc<shared::SharedRuns>, usize)>> = vec![None; destinations.len()];
+    for members in groups.into_values().filter(|m| m.len() > 1) {
+        let runs = Arc::new(shared::SharedRuns::new(members.len(), shared::BUDGET_BYTES));
+        let ids: Vec<&str> = members.iter().map(|&i| destinations[i].config.id.as_str()).collect();
+        tracing::info!(destinations = ?ids, chain = ?destinations[members[0]].config.transformations,
+            "these destinations share one run of their transformation chain");
+        for (member, &i) in members.iter().enumerate() {
+            out[i] = Some((runs.clone(), member));
+        }
+    }
+    out
+}
+
 /// Delivers one dead-letter entry again (one attempt): transformed first if it failed in a
 /// transformation. On success the entry is removed from the store.
 pub async fn replay(
@@ -161,9 +193,9 @@ pub async fn replay(
         let source: Arc<str> = Arc::from(e.source.as_str());
         let json = e.event.get().as_bytes();
         if entry.stage == Stage::Transform && !chain.is_empty() {
-            let head = head::RouteHead::parse(json).ok();
-            let mid = head.as_ref().and_then(|h| h.message_id.as_deref()).unwrap_or("").to_string();
-            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, &mid).with_write_key_id(&e.write_key_id))? {
+            let head = sluice_eventlog::EventHead::parse(json).ok();
+            let mid = head.as_ref().map_or("", |h| h.message_id.as_ref());
+            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, mid).with_write_key_id(&e.write_key_id))? {
                 events.push(OutEvent { offset: e.offset, source: source.clone(), json: out.into() });
             }
         } else {

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent};
@@ -21,12 +20,13 @@ use tokio::sync::watch;
 use crate::alert::Alerter;
 use crate::config::DestinationConfig;
 use crate::dlq::{DeadEvent, DeadLetters, Entry, Stage};
-use crate::head::RouteHead;
 use crate::metric;
+use crate::shared::SharedRuns;
 
 /// What a worker is made of; the supervisor makes a fresh worker from it after a panic.
 pub(crate) struct Spec {
     pub routed: crate::RoutedDestination,
+    pub shared: Option<(Arc<SharedRuns>, usize)>,
     pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
@@ -43,6 +43,7 @@ impl Spec {
             config: d.config.clone(),
             destination: d.destination.clone(),
             chain: d.chain.clone(),
+            shared: self.shared.clone(),
             log: self.log.clone(),
             dlq: self.dlq.clone(),
             alerts: self.alerts.clone(),
@@ -57,6 +58,9 @@ pub(crate) struct Worker {
     pub config: DestinationConfig,
     pub destination: Arc<dyn Destination>,
     pub chain: Chain,
+    /// The chain's runs shared with the other destinations of the same chain, and this
+    /// destination's index among them (`shared.rs`).
+    pub shared: Option<(Arc<SharedRuns>, usize)>,
     pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
@@ -209,6 +213,9 @@ impl Worker {
             consumed_any = true;
             started.get_or_insert_with(Instant::now);
             tokio::task::block_in_place(|| self.process(records, pending));
+            if let Some((runs, member)) = &self.shared {
+                runs.passed(*member, reader.position());
+            }
             if !self.write_dead_letters(pending, shutdown).await {
                 return false;
             }
@@ -223,23 +230,22 @@ impl Worker {
         // (record, lane, messageId): the messageId is taken from the one parse the filter needs.
         let mut accepted: Vec<(Record, usize, String)> = Vec::with_capacity(records.len());
         for record in records {
-            let head = match RouteHead::parse(&record.event) {
-                Ok(h) => h,
-                Err(e) => {
-                    let dead = self.dead_letter(Stage::Transform, &[&record], format!("stored event is not valid JSON: {e}"), 0);
+            // The head the collector kept with the event: routing reads no JSON.
+            let (lane, message_id) = {
+                let Some(head) = record.head() else {
+                    let dead = self.dead_letter(Stage::Transform, &[&record], "stored event is not a JSON object".into(), 0);
                     pending.dead.push(dead);
                     continue;
+                };
+                if !self.config.takes(&head, &record.source) {
+                    metrics::counter!(metric::FILTERED, "destination" => self.id.to_string()).increment(1);
+                    continue;
                 }
+                if pending.oldest_received_at.is_none() && !head.received_at.is_empty() {
+                    pending.oldest_received_at = Some(head.received_at.to_string());
+                }
+                (lane(&head.user, self.config.lanes), head.message_id.into_owned())
             };
-            if !self.config.takes(&head, &record.source) {
-                metrics::counter!(metric::FILTERED, "destination" => self.id.to_string()).increment(1);
-                continue;
-            }
-            if pending.oldest_received_at.is_none() {
-                pending.oldest_received_at = head.received_at.as_deref().map(str::to_string);
-            }
-            let lane = head.lane(self.config.lanes);
-            let message_id = head.message_id.as_deref().unwrap_or_default().to_string();
             accepted.push((record, lane, message_id));
         }
         if self.chain.is_empty() {
@@ -252,19 +258,23 @@ impl Worker {
             .iter()
             .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid).with_write_key_id(&r.write_key_id)))
             .collect();
-        let outcomes = transform_parallel(&self.chain, &inputs);
+        let offsets: Vec<u64> = accepted.iter().map(|(r, _, _)| r.offset).collect();
+        let shared = self.shared.as_ref().map(|(runs, _)| &**runs);
+        let (outcomes, taken) = crate::transform::outcomes(&self.chain, shared, &offsets, &inputs);
+        if taken > 0 {
+            metrics::counter!(metric::TRANSFORM_SHARED, "destination" => self.id.to_string()).increment(taken as u64);
+        }
         for ((record, lane, _), outcome) in accepted.iter().zip(outcomes) {
             match outcome {
                 Ok(outs) => {
                     for json in outs {
-                        let ev = OutEvent { offset: record.offset, source: record.source.clone(), json: Bytes::from(json) };
-                        push(pending, *lane, ev);
+                        push(pending, *lane, OutEvent { offset: record.offset, source: record.source.clone(), json });
                     }
                 }
                 Err(error) => {
                     metrics::counter!(metric::TRANSFORM_FAILED, "destination" => self.id.to_string()).increment(1);
                     tracing::warn!(destination = %self.id, offset = record.offset, %error, "transformation failed; event dead-lettered");
-                    let dead = self.dead_letter(Stage::Transform, &[record], error.to_string(), 1);
+                    let dead = self.dead_letter(Stage::Transform, &[record], error, 1);
                     pending.dead.push(dead);
                 }
             }
@@ -512,80 +522,17 @@ fn joined(result: Result<bool, tokio::task::JoinError>) -> bool {
     }
 }
 
-/// Below this many events a read is transformed on the calling thread: starting threads would
-/// cost more than it saves.
-const PARALLEL_MIN_EVENTS: usize = 256;
-
-/// Transforms on every core: the events are cut into one contiguous chunk per core (outcomes
-/// come back in input order). Scripts with `transform_batch` see a chunk as their batch.
-fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<TransformOutcome> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || inputs.len() < PARALLEL_MIN_EVENTS {
-        let mut outcomes = chain.apply_batch(inputs);
-        retry_wall_clock_failures(chain, inputs, &mut outcomes);
-        return outcomes;
-    }
-    let chunk = inputs.len().div_ceil(threads);
-    let mut outcomes: Vec<TransformOutcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = inputs.chunks(chunk).map(|part| scope.spawn(move || chain.apply_batch(part))).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("transformations do not panic")).collect()
-    });
-    retry_wall_clock_failures(chain, inputs, &mut outcomes);
-    outcomes
+/// Lane of an event: the same user always maps to the same lane, which keeps each user's events
+/// in order while lanes run in parallel.
+fn lane(user: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
 }
-
-/// The wall-clock limit measures elapsed time, so on a loaded machine a thread that was simply
-/// not scheduled for a while can hit it with a healthy script. Such an event gets one more run
-/// on its own before it counts as failed: a runaway script fails again, a preempted one passes.
-fn retry_wall_clock_failures(chain: &Chain, inputs: &[(&[u8], Meta<'_>)], outcomes: &mut [TransformOutcome]) {
-    use sluice_transformer::{LimitKind, TransformError};
-    for (input, outcome) in inputs.iter().zip(outcomes.iter_mut()) {
-        if matches!(outcome, Err(TransformError::Limit { kind: LimitKind::WallClock, .. })) {
-            if let Some(again) = chain.apply_batch(std::slice::from_ref(input)).pop() {
-                *outcome = again;
-            }
-        }
-    }
-}
-
-type TransformOutcome = Result<Vec<Vec<u8>>, sluice_transformer::TransformError>;
 
 fn push(pending: &mut Pending, lane: usize, event: OutEvent) {
     pending.events += 1;
     pending.bytes += event.json.len();
     pending.lanes[lane].push(event);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The parallel path must give exactly what one thread gives, in input order, with failures
-    /// staying on their own events.
-    #[test]
-    fn parallel_transformation_keeps_input_order_and_per_event_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("t.rhai");
-        std::fs::write(
-            &script,
-            "fn transform(event, meta) { if event.n % 97 == 0 { throw \"bad \" + event.n } event.doubled = event.n * 2; event }",
-        )
-        .unwrap();
-        let config: sluice_transformer::TransformationConfig =
-            serde_yaml::from_str(&format!("id: t\nscript: {}", script.display())).unwrap();
-        let chain = sluice_transformer::Registry::load(&[config]).unwrap().chain(&["t".to_string()]).unwrap();
-        let events: Vec<Vec<u8>> = (0..1000).map(|n| format!(r#"{{"n":{n}}}"#).into_bytes()).collect();
-        let inputs: Vec<(&[u8], Meta<'_>)> = events.iter().map(|e| (&e[..], Meta::new("web", "d", "m"))).collect();
-        assert!(inputs.len() >= PARALLEL_MIN_EVENTS);
-        let parallel = transform_parallel(&chain, &inputs);
-        assert_eq!(parallel.len(), 1000);
-        for (n, outcome) in parallel.iter().enumerate() {
-            if n % 97 == 0 {
-                assert!(outcome.as_ref().unwrap_err().to_string().contains(&format!("bad {n}")));
-            } else {
-                let out: serde_json::Value = serde_json::from_slice(&outcome.as_ref().unwrap()[0]).unwrap();
-                assert_eq!(out["doubled"], serde_json::json!(n * 2), "event {n} out of place");
-            }
-        }
-    }
 }

@@ -93,7 +93,7 @@ async fn append_tagged(log: &EventLog, tag: &str, users: usize, per_user: usize)
         for u in 0..users {
             let id = format!("{tag}u{u}-{seq}");
             let ev = format!(r#"{{"type":"track","event":"e","userId":"u{u}","seq":{seq},"messageId":"{id}"}}"#);
-            batch.push("web", "", ev.as_bytes());
+            batch.push_event("web", "", ev.as_bytes());
             ids.push(id);
         }
     }

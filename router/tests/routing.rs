@@ -35,7 +35,7 @@ async fn sources_and_integrations_decide_which_destination_takes_an_event() {
     // The same kinds of event from another source: web-raw never takes them.
     let mut batch = AppendBatch::default();
     for e in [ev("ios-plain", ""), ev("ios-asks-raw", r#","integrations":{"All":false,"web-raw":true}"#)] {
-        batch.push("ios", "", e.as_bytes());
+        batch.push_event("ios", "", e.as_bytes());
     }
     log.append(batch).await.unwrap();
     // A last event both take, so that once it arrived everything before it was decided.

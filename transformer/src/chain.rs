@@ -39,6 +39,13 @@ impl Chain {
         run_through(&self.stages(), event, meta)
     }
 
+    /// Whether a script of the chain may read `meta.destination` (or `meta` whole): then its
+    /// output can differ per destination, and destinations with this chain must each run it.
+    /// Asked per use, since a reload can change the answer.
+    pub fn reads_destination(&self) -> bool {
+        self.slots.iter().any(|slot| slot.current().reads_destination)
+    }
+
     /// The current version of every script, taken once so a reload never mixes two versions
     /// within one call.
     fn stages(&self) -> Vec<Arc<Compiled>> {

@@ -238,6 +238,32 @@ pub fn trailing_identifier(source: &str, span: &FnSpan, param: &str) -> Option<(
     }
 }
 
+/// Whether every mention of the identifier `meta` in `source` is `meta.<field>` with a field in
+/// `allowed`. Comments and strings are scanned too (an interpolated string can read `meta`), so
+/// the answer errs on the side of "no". A `meta` passed on whole, indexed with `[]`, or read for
+/// another field makes it false.
+pub fn meta_reads_only(source: &str, meta: &str, allowed: &[&str]) -> bool {
+    let bytes = source.as_bytes();
+    let mut from = 0;
+    while let Some(found) = source[from..].find(meta) {
+        let at = from + found;
+        let end = at + meta.len();
+        from = end;
+        let bounded = (at == 0 || !is_ident_byte(bytes[at - 1])) && bytes.get(end).is_none_or(|b| !is_ident_byte(*b));
+        if !bounded {
+            continue;
+        }
+        let rest = source[end..].trim_start();
+        let Some(field) = rest.strip_prefix('.') else { return false };
+        let field = field.trim_start();
+        let len = field.bytes().take_while(|b| is_ident_byte(*b)).count();
+        if !allowed.contains(&&field[..len]) {
+            return false;
+        }
+    }
+    true
+}
+
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -279,6 +305,17 @@ mod tests {
         assert!(trailing_identifier(only, &functions(only).unwrap()[0], "e").is_some());
         let ret = "fn transform(e, m) { return e }";
         assert_eq!(trailing_identifier(ret, &functions(ret).unwrap()[0], "e"), None);
+    }
+
+    #[test]
+    fn meta_reads_are_found_in_code_strings_and_comments() {
+        let ok = ["params", "source"];
+        assert!(meta_reads_only("{ f(e, meta.params); meta . source; e }", "meta", &ok));
+        assert!(meta_reads_only("{ e.metadata = 1; e }", "meta", &ok), "a longer identifier is not meta");
+        assert!(!meta_reads_only("{ e.d = meta.destination; e }", "meta", &ok));
+        assert!(!meta_reads_only("{ e.via = `${meta.destination}`; e }", "meta", &ok));
+        assert!(!meta_reads_only("{ e.m = meta; e }", "meta", &ok));
+        assert!(!meta_reads_only("{ e.d = meta[\"destination\"]; e }", "meta", &ok));
     }
 
     #[test]

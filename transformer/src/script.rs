@@ -156,6 +156,9 @@ pub struct Compiled {
     params: Dynamic,
     pub has_transform: bool,
     pub has_batch: bool,
+    /// The script may look at `meta.destination` (or at `meta` as a whole), so its output can
+    /// differ per destination and destinations cannot share one run of it.
+    pub reads_destination: bool,
 }
 
 impl Compiled {
@@ -223,7 +226,19 @@ impl Compiled {
                 "the script defines neither fn transform(event, meta) nor fn transform_batch(events, meta)".into(),
             ));
         }
+        // The entry points' own headers name `meta` as a parameter: blank them before looking.
+        const SHARED_META: [&str; 4] = ["params", "source", "message_id", "write_key_id"];
+        let mut bodies = source.as_bytes().to_vec();
+        for span in spans.iter().filter(|f| f.name == "transform" || f.name == "transform_batch") {
+            bodies[span.header.0..span.header.1].iter_mut().for_each(|b| *b = b' ');
+        }
+        let bodies = String::from_utf8_lossy(&bodies);
+        let reads_destination = [&transform, &batch]
+            .into_iter()
+            .flatten()
+            .any(|e| !scan::meta_reads_only(&bodies, &e.params[1], &SHARED_META));
         Ok(Compiled {
+            reads_destination,
             id: NEXT_COMPILED_ID.fetch_add(1, Ordering::Relaxed),
             has_transform: transform.is_some(),
             has_batch: batch.is_some(),

@@ -296,3 +296,23 @@ fn names_the_event_carries_are_redacted_in_its_text() {
     assert_eq!(top["traits"], json!({"first_name": "[redacted]", "bio": "[name] from Lisbon"}));
     assert_eq!(top["properties"]["m"], "[name]");
 }
+
+/// Destinations share one run of a chain only when no script of it can tell them apart: the
+/// shipped scrub reads `meta.params` alone; a script that reads `meta.destination` (directly,
+/// in an interpolated string, or by handing `meta` on whole) does not share.
+#[test]
+fn the_shipped_scrub_can_be_shared_between_destinations_and_a_destination_reader_cannot() {
+    let (_registry, chain) = shipped(json!({}));
+    assert!(!chain.reads_destination());
+    for (script, reads) in [
+        ("fn transform(event, meta) { event.s = meta.source; event }", false),
+        ("fn transform(e, m) { e.p = m.params.x; e }\nfn transform_batch(es, m) { es }", false),
+        ("fn transform(event, meta) { event.d = meta.destination; event }", true),
+        ("fn transform(event, meta) { event.via = `${meta.destination}`; event }", true),
+        ("fn transform(event, meta) { event.m = meta; event }", true),
+        ("fn transform_batch(events, meta) { for e in events { e.d = meta.per_event[0].source; } events }", true),
+    ] {
+        let (_scripts, _registry, chain) = common::chain_of("t", script);
+        assert_eq!(chain.reads_destination(), reads, "{script}");
+    }
+}

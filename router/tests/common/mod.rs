@@ -144,7 +144,7 @@ pub async fn start(
 pub async fn append_raw(log: &EventLog, events: &[String]) {
     let mut batch = AppendBatch::default();
     for e in events {
-        batch.push("web", "", e.as_bytes());
+        batch.push_event("web", "", e.as_bytes());
     }
     log.append(batch).await.unwrap();
 }

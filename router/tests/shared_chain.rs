@@ -1,0 +1,92 @@
+//! Destinations with the same transformation chain share one run of it per event, and stay
+//! independent: a destination that is down holds nobody else back, and a script that reads
+//! `meta.destination` is still run once per destination.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{append, destination, setup, sorted, start, wait_for, Receiver};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::Value;
+use sluice_transformer::{Registry, TransformationConfig};
+
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+}
+
+fn counter(name: &str, dest: &str) -> u64 {
+    let want = format!("{name}{{destination=\"{dest}\"}} ");
+    metrics().render().lines().find_map(|l| l.strip_prefix(&want).map(|v| v.trim().parse().unwrap())).unwrap_or(0)
+}
+
+fn registry(dir: &std::path::Path, scripts: &[(&str, &str)]) -> Registry {
+    let configs: Vec<TransformationConfig> = scripts
+        .iter()
+        .map(|(id, body)| {
+            let path = dir.join(format!("{id}.rhai"));
+            std::fs::write(&path, body).unwrap();
+            serde_yaml::from_str(&format!("id: {id}\nscript: {}", path.display())).unwrap()
+        })
+        .collect();
+    Registry::load(&configs).unwrap()
+}
+
+const MARK: &str = "fn transform(event, meta) { event.properties = #{ marked: meta.source }; event }";
+const VIA: &str = "fn transform(event, meta) { event.via = `${meta.destination}`; event }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_destinations_of_one_chain_run_it_once_per_event_and_a_down_one_holds_nobody_back() {
+    metrics();
+    let (dir, log, dlq) = setup();
+    let registry = registry(dir.path(), &[("mark", MARK)]);
+    let (a, a_url) = Receiver::always(200);
+    let (b, b_url) = Receiver::always(200);
+    let (down, down_url) = Receiver::always(503);
+    let chain = "transformations: [mark]\nbatch: { max_events: 100, max_age_ms: 50 }\n";
+    let retry_forever = "retry: { initial_backoff_ms: 20, max_backoff_ms: 50, max_attempts: 1000000 }\n";
+    let configs = vec![
+        destination("shared_a", &a_url, chain),
+        destination("shared_b", &b_url, chain),
+        destination("shared_down", &down_url, &format!("{chain}{retry_forever}")),
+    ];
+    let router = start(&log, &dlq, &registry, configs, None).await;
+    let mut ids = Vec::new();
+    for round in 0..10 {
+        ids.extend(append(&log, &format!("s{round}-"), 7, 100).await);
+    }
+    wait_for("both healthy destinations to get every event", 30, || a.count() > 0 && a.ids().len() == 1000 && b.ids().len() == 1000).await;
+    assert_eq!(sorted(a.ids()), sorted(ids.clone()));
+    assert_eq!(sorted(b.ids()), sorted(ids.clone()));
+    for e in a.events().iter().chain(b.events().iter()) {
+        assert_eq!(e["properties"], serde_json::json!({"marked": "web"}), "transformed: {e}");
+    }
+    assert!(down.count() > 0 && down.events().is_empty(), "the third destination was failing all along");
+    // Every event the three destinations transformed was run once and taken by the others: the
+    // one that is down read only its first batches, so only those were shared with it.
+    let shared: u64 = ["shared_a", "shared_b", "shared_down"].iter().map(|d| counter("sluice_transform_shared_total", d)).sum();
+    assert!(shared >= 1000, "at least one destination took each event's outcome from another's run: {shared}");
+    assert!(counter("sluice_transform_shared_total", "shared_down") < 1000, "the down destination stopped reading");
+    router.stop().await;
+    assert!(dlq.ids(Some("shared_a")).unwrap().is_empty() && dlq.ids(Some("shared_b")).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_that_reads_meta_destination_runs_for_each_destination() {
+    metrics();
+    let (dir, log, dlq) = setup();
+    let registry = registry(dir.path(), &[("via", VIA)]);
+    let (a, a_url) = Receiver::always(200);
+    let (b, b_url) = Receiver::always(200);
+    let chain = "transformations: [via]\nbatch: { max_events: 100, max_age_ms: 50 }\n";
+    let configs = vec![destination("via_a", &a_url, chain), destination("via_b", &b_url, chain)];
+    let router = start(&log, &dlq, &registry, configs, None).await;
+    append(&log, "v-", 3, 200).await;
+    wait_for("both destinations", 30, || a.ids().len() == 200 && b.ids().len() == 200).await;
+    let vias = |r: &Receiver| r.events().iter().map(|e| e["via"].clone()).collect::<std::collections::HashSet<Value>>();
+    assert_eq!(vias(&a), [Value::from("via_a")].into_iter().collect());
+    assert_eq!(vias(&b), [Value::from("via_b")].into_iter().collect());
+    assert_eq!(counter("sluice_transform_shared_total", "via_a") + counter("sluice_transform_shared_total", "via_b"), 0);
+    router.stop().await;
+}
