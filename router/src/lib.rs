@@ -19,10 +19,11 @@ mod supervise;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use sluice_destinations::{Batch, Destination, OutEvent};
-use sluice_eventlog::EventLog;
+use sluice_eventlog::{EventLog, Record};
 use sluice_recent::RecentErrors;
-use sluice_transformer::{Chain, Meta};
+use sluice_transformer::Chain;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -173,14 +174,28 @@ fn share_chains(destinations: &[RoutedDestination]) -> Vec<Option<(Arc<shared::S
     out
 }
 
-/// Delivers one dead-letter entry again (one attempt): transformed first if it failed in a
-/// transformation. On success the entry is removed from the store.
+/// What a replay of one dead-letter entry did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Events the destination accepted.
+    pub delivered: usize,
+    /// Events the destination no longer takes (its `sources`, `filter` or the event's
+    /// `integrations`, as configured now): not delivered, as a live worker would not.
+    pub filtered: u64,
+}
+
+/// Delivers one dead-letter entry again (one attempt). An entry dead-lettered before delivery
+/// (a failed transformation) takes the worker's own path again (`transform::prepare`): the
+/// destination's current filter, then its current chain with the wall-clock retry. An entry that
+/// failed in delivery holds transformed events and is delivered as it is. On success the entry
+/// is removed from the store; on any failure it stays.
 pub async fn replay(
     dlq: &DeadLetters,
     entry: &Entry,
+    config: &DestinationConfig,
     destination: &dyn Destination,
     chain: &Chain,
-) -> Result<usize, RouterError> {
+) -> Result<Replayed, RouterError> {
     if entry.stage == Stage::Corrupt {
         return Err(RouterError::DeadLetter(format!(
             "entry {} holds corrupt log bytes, not an event: nothing to replay (look at it with `sluice dlq show {}`, then purge it)",
@@ -188,22 +203,39 @@ pub async fn replay(
         )));
     }
     let dest: Arc<str> = Arc::from(entry.destination.as_str());
-    let mut events = Vec::with_capacity(entry.events.len());
-    for e in &entry.events {
-        let source: Arc<str> = Arc::from(e.source.as_str());
-        let json = e.event.get().as_bytes();
-        if entry.stage == Stage::Transform && !chain.is_empty() {
-            let head = sluice_eventlog::EventHead::parse(json).ok();
-            let mid = head.as_ref().map_or("", |h| h.message_id.as_ref());
-            for out in chain.apply(json, &Meta::new(&e.source, &entry.destination, mid).with_write_key_id(&e.write_key_id))? {
-                events.push(OutEvent { offset: e.offset, source: source.clone(), json: out.into() });
-            }
-        } else {
-            events.push(OutEvent { offset: e.offset, source, json: bytes::Bytes::copy_from_slice(json) });
+    let mut replayed = Replayed::default();
+    let events: Vec<OutEvent> = if entry.stage == Stage::Transform {
+        let records: Vec<Record> = entry
+            .events
+            .iter()
+            .map(|e| {
+                let json = e.event.get().as_bytes();
+                let head = sluice_eventlog::EventHead::parse(json).ok();
+                Record::new(e.offset, Arc::from(e.source.as_str()), Arc::from(e.write_key_id.as_str()), head.as_ref(), Bytes::copy_from_slice(json))
+            })
+            .collect();
+        // Entries are small (one event per failed transformation): run on this thread.
+        let prepared = transform::prepare(config, chain, None, &records);
+        if let Some(record) = prepared.not_objects.first() {
+            return Err(RouterError::Replay(format!("entry {}: the event at offset {} is not a JSON object", entry.id, record.offset)));
         }
-    }
-    let count = events.len();
-    if count > 0 {
+        if let Some((record, error)) = prepared.failed.first() {
+            return Err(RouterError::Replay(format!(
+                "entry {}: the transformation failed again on the event at offset {}: {error}",
+                entry.id, record.offset
+            )));
+        }
+        replayed.filtered = prepared.filtered;
+        prepared.events.into_iter().map(|(_, event)| event).collect()
+    } else {
+        entry
+            .events
+            .iter()
+            .map(|e| OutEvent { offset: e.offset, source: Arc::from(e.source.as_str()), json: Bytes::copy_from_slice(e.event.get().as_bytes()) })
+            .collect()
+    };
+    replayed.delivered = events.len();
+    if !events.is_empty() {
         let batch = Batch { destination: dest, events };
         let delivered = destination
             .deliver(&batch)
@@ -221,5 +253,5 @@ pub async fn replay(
         }
     }
     dlq.remove(&entry.destination, &entry.id)?;
-    Ok(count)
+    Ok(replayed)
 }

@@ -1,16 +1,91 @@
-//! Running a destination's chain over the records it takes: on every core, and once for all
-//! the destinations that share the chain (see `shared.rs`).
+//! What a destination makes of the records it reads: its rule for which events it takes, then
+//! its chain, run on every core and once for all the destinations that share it (`shared.rs`).
+//! The worker and a dead-letter replay both go through [`prepare`], so a replayed event meets
+//! the same filter, scripts and wall-clock retry as a live one.
 
 use bytes::Bytes;
+use sluice_destinations::OutEvent;
+use sluice_eventlog::Record;
 use sluice_transformer::{Chain, Meta};
 
+use crate::config::DestinationConfig;
 use crate::shared::{Outcome, SharedRuns};
+
+/// Records made ready for delivery.
+#[derive(Default)]
+pub(crate) struct Prepared<'r> {
+    /// Output events, each with its per-user lane, in input order.
+    pub events: Vec<(usize, OutEvent)>,
+    /// Records the destination does not take (sources, integrations, filter).
+    pub filtered: u64,
+    /// Records that are not a JSON object, so have no head to route by.
+    pub not_objects: Vec<&'r Record>,
+    /// Records whose transformation failed, with the reason.
+    pub failed: Vec<(&'r Record, String)>,
+    /// How many chain outcomes came from another destination's run.
+    pub taken: usize,
+    /// `receivedAt` of the first record taken, for the lag gauge.
+    pub oldest_received_at: Option<String>,
+}
+
+/// Filters `records` by the destination's rule and runs its chain over those it takes.
+pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Option<&SharedRuns>, records: &'r [Record]) -> Prepared<'r> {
+    let mut prepared = Prepared::default();
+    // (record, lane, messageId): the head the collector kept with the event, so routing reads no JSON.
+    let mut taken: Vec<(&Record, usize, String)> = Vec::with_capacity(records.len());
+    for record in records {
+        let Some(head) = record.head() else {
+            prepared.not_objects.push(record);
+            continue;
+        };
+        if !config.takes(&head, &record.source) {
+            prepared.filtered += 1;
+            continue;
+        }
+        if prepared.oldest_received_at.is_none() && !head.received_at.is_empty() {
+            prepared.oldest_received_at = Some(head.received_at.to_string());
+        }
+        taken.push((record, lane(&head.user, config.lanes), head.message_id.into_owned()));
+    }
+    if chain.is_empty() {
+        prepared.events = taken
+            .into_iter()
+            .map(|(r, lane, _)| (lane, OutEvent { offset: r.offset, source: r.source.clone(), json: r.event.clone() }))
+            .collect();
+        return prepared;
+    }
+    let inputs: Vec<(&[u8], Meta<'_>)> = taken
+        .iter()
+        .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &config.id, mid).with_write_key_id(&r.write_key_id)))
+        .collect();
+    let offsets: Vec<u64> = taken.iter().map(|(r, _, _)| r.offset).collect();
+    let (outcomes, shared_runs) = outcomes(chain, shared, &offsets, &inputs);
+    prepared.taken = shared_runs;
+    for ((record, lane, _), outcome) in taken.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(outs) => prepared
+                .events
+                .extend(outs.into_iter().map(|json| (lane, OutEvent { offset: record.offset, source: record.source.clone(), json }))),
+            Err(error) => prepared.failed.push((record, error)),
+        }
+    }
+    prepared
+}
+
+/// Lane of an event: the same user always maps to the same lane, which keeps each user's events
+/// in order while lanes run in parallel.
+fn lane(user: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
 
 /// The chain's outcome for each of `inputs` (whose log offsets are `offsets`), and how many
 /// were taken from another destination's run. With `shared`, and as long as no script of the
 /// chain reads `meta.destination` (asked per call: a reload can change it), each event is run
 /// once for every destination of the chain.
-pub(crate) fn outcomes(chain: &Chain, shared: Option<&SharedRuns>, offsets: &[u64], inputs: &[(&[u8], Meta<'_>)]) -> (Vec<Outcome>, usize) {
+fn outcomes(chain: &Chain, shared: Option<&SharedRuns>, offsets: &[u64], inputs: &[(&[u8], Meta<'_>)]) -> (Vec<Outcome>, usize) {
     let solo = |inputs: &[(&[u8], Meta<'_>)]| -> Vec<Outcome> {
         transform_parallel(chain, inputs)
             .into_iter()

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent};
 use sluice_eventlog::{CorruptRecord, EventLog, Reader, Record};
 use sluice_recent::RecentErrors;
-use sluice_transformer::{Chain, Meta};
+use sluice_transformer::Chain;
 use tokio::sync::watch;
 
 use crate::alert::Alerter;
@@ -212,7 +212,7 @@ impl Worker {
             }
             consumed_any = true;
             started.get_or_insert_with(Instant::now);
-            tokio::task::block_in_place(|| self.process(records, pending));
+            tokio::task::block_in_place(|| self.process(&records, pending));
             if let Some((runs, member)) = &self.shared {
                 runs.passed(*member, reader.position());
             }
@@ -225,59 +225,30 @@ impl Worker {
         }
     }
 
-    /// Filters and transforms records into lanes; failed transformations are dead-lettered.
-    fn process(&self, records: Vec<Record>, pending: &mut Pending) {
-        // (record, lane, messageId): the messageId is taken from the one parse the filter needs.
-        let mut accepted: Vec<(Record, usize, String)> = Vec::with_capacity(records.len());
-        for record in records {
-            // The head the collector kept with the event: routing reads no JSON.
-            let (lane, message_id) = {
-                let Some(head) = record.head() else {
-                    let dead = self.dead_letter(Stage::Transform, &[&record], "stored event is not a JSON object".into(), 0);
-                    pending.dead.push(dead);
-                    continue;
-                };
-                if !self.config.takes(&head, &record.source) {
-                    metrics::counter!(metric::FILTERED, "destination" => self.id.to_string()).increment(1);
-                    continue;
-                }
-                if pending.oldest_received_at.is_none() && !head.received_at.is_empty() {
-                    pending.oldest_received_at = Some(head.received_at.to_string());
-                }
-                (lane(&head.user, self.config.lanes), head.message_id.into_owned())
-            };
-            accepted.push((record, lane, message_id));
-        }
-        if self.chain.is_empty() {
-            for (record, lane, _) in accepted {
-                push(pending, lane, OutEvent { offset: record.offset, source: record.source, json: record.event });
-            }
-            return;
-        }
-        let inputs: Vec<(&[u8], Meta<'_>)> = accepted
-            .iter()
-            .map(|(r, _, mid)| (&r.event[..], Meta::new(&r.source, &self.id, mid).with_write_key_id(&r.write_key_id)))
-            .collect();
-        let offsets: Vec<u64> = accepted.iter().map(|(r, _, _)| r.offset).collect();
+    /// Filters and transforms records into lanes (`transform::prepare`); records that cannot be
+    /// routed or transformed are dead-lettered.
+    fn process(&self, records: &[Record], pending: &mut Pending) {
         let shared = self.shared.as_ref().map(|(runs, _)| &**runs);
-        let (outcomes, taken) = crate::transform::outcomes(&self.chain, shared, &offsets, &inputs);
-        if taken > 0 {
-            metrics::counter!(metric::TRANSFORM_SHARED, "destination" => self.id.to_string()).increment(taken as u64);
+        let prepared = crate::transform::prepare(&self.config, &self.chain, shared, records);
+        if prepared.filtered > 0 {
+            metrics::counter!(metric::FILTERED, "destination" => self.id.to_string()).increment(prepared.filtered);
         }
-        for ((record, lane, _), outcome) in accepted.iter().zip(outcomes) {
-            match outcome {
-                Ok(outs) => {
-                    for json in outs {
-                        push(pending, *lane, OutEvent { offset: record.offset, source: record.source.clone(), json });
-                    }
-                }
-                Err(error) => {
-                    metrics::counter!(metric::TRANSFORM_FAILED, "destination" => self.id.to_string()).increment(1);
-                    tracing::warn!(destination = %self.id, offset = record.offset, %error, "transformation failed; event dead-lettered");
-                    let dead = self.dead_letter(Stage::Transform, &[record], error, 1);
-                    pending.dead.push(dead);
-                }
-            }
+        if prepared.taken > 0 {
+            metrics::counter!(metric::TRANSFORM_SHARED, "destination" => self.id.to_string()).increment(prepared.taken as u64);
+        }
+        if pending.oldest_received_at.is_none() {
+            pending.oldest_received_at = prepared.oldest_received_at;
+        }
+        for record in prepared.not_objects {
+            pending.dead.push(self.dead_letter(Stage::Transform, &[record], "stored event is not a JSON object".into(), 0));
+        }
+        for (lane, event) in prepared.events {
+            push(pending, lane, event);
+        }
+        for (record, error) in prepared.failed {
+            metrics::counter!(metric::TRANSFORM_FAILED, "destination" => self.id.to_string()).increment(1);
+            tracing::warn!(destination = %self.id, offset = record.offset, %error, "transformation failed; event dead-lettered");
+            pending.dead.push(self.dead_letter(Stage::Transform, &[record], error, 1));
         }
     }
 
@@ -520,15 +491,6 @@ fn joined(result: Result<bool, tokio::task::JoinError>) -> bool {
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => false,
     }
-}
-
-/// Lane of an event: the same user always maps to the same lane, which keeps each user's events
-/// in order while lanes run in parallel.
-fn lane(user: &str, lanes: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    user.hash(&mut h);
-    (h.finish() % lanes as u64) as usize
 }
 
 fn push(pending: &mut Pending, lane: usize, event: OutEvent) {

@@ -154,8 +154,8 @@ async fn permanent_failures_are_dead_lettered_at_once_and_replay_delivers_them()
     rx.status.store(200, Ordering::SeqCst);
     let destination = config.sink.build().await.unwrap();
     let chain = Registry::load(&[]).unwrap().chain(&[]).unwrap();
-    let n = sluice_router::replay(&dlq, &entry, destination.as_ref(), &chain).await.unwrap();
-    assert_eq!(n, ids.len());
+    let n = sluice_router::replay(&dlq, &entry, &config, destination.as_ref(), &chain).await.unwrap();
+    assert_eq!(n, sluice_router::Replayed { delivered: ids.len(), filtered: 0 });
     assert_eq!(rx.ids().len(), ids.len());
     assert!(dlq.ids(None).unwrap().is_empty(), "a replayed entry is removed");
 }

@@ -82,8 +82,9 @@ async fn a_corrupt_record_in_a_sealed_segment_is_dead_lettered_alerted_counted_a
     let text = chat.requests()[0].body["text"].as_str().unwrap().to_string();
     assert!(text.contains("corrupt record") && text.contains("`corrupt-hook`") && text.contains(&entries[0].1), "{text}");
 
-    let destination = destination("corrupt-hook", &url, "").sink.build().await.unwrap();
-    let replayed = sluice_router::replay(&dlq, &entry, destination.as_ref(), &Registry::load(&[]).unwrap().chain(&[]).unwrap()).await;
+    let config = destination("corrupt-hook", &url, "");
+    let built = config.sink.build().await.unwrap();
+    let replayed = sluice_router::replay(&dlq, &entry, &config, built.as_ref(), &Registry::load(&[]).unwrap().chain(&[]).unwrap()).await;
     assert!(replayed.unwrap_err().to_string().contains("nothing to replay"), "corrupt bytes are not an event");
 }
 

@@ -146,7 +146,7 @@ async fn the_chain_rewrites_drops_and_dead_letters_per_event_and_replay_reruns_i
     let destination = config.sink.build().await.unwrap();
     let chain = registry.chain(&config.transformations).unwrap();
     for entry in &entries {
-        sluice_router::replay(&dlq, entry, destination.as_ref(), &chain).await.unwrap();
+        sluice_router::replay(&dlq, entry, &config, destination.as_ref(), &chain).await.unwrap();
     }
     assert!(dlq.ids(None).unwrap().is_empty(), "replayed entries are removed");
     let replayed: Vec<Value> = hook.events().into_iter().skip(want.len()).collect();
@@ -157,4 +157,59 @@ async fn the_chain_rewrites_drops_and_dead_letters_per_event_and_replay_reruns_i
     }
     let poisoned: Vec<&Value> = replayed.iter().filter(|e| e["properties"]["poison"] == "checked").collect();
     assert_eq!(poisoned.len(), 2, "the fixed gate ran on replay: {replayed:?}");
+}
+
+/// A replay takes the worker's own path: the destination's current filter decides first (an
+/// event it no longer takes is counted, not delivered), and a script that still fails leaves
+/// the entry in the store with the script's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_applies_the_current_filter_and_keeps_entries_that_fail_again() {
+    let (dir, log, dlq) = setup();
+    let gate_path = dir.path().join("gate.rhai");
+    std::fs::write(&gate_path, GATE).unwrap();
+    let gate = TransformationConfig { id: "gate".into(), script: gate_path.clone(), params: Default::default(), limits: Limits::default() };
+    let registry = Registry::load(&[gate]).unwrap();
+    let mut poisoned = order("p-1", json!({ "poison": true }));
+    poisoned["event"] = json!("Order Refunded");
+    append_raw(&log, &[order("p-2", json!({ "poison": true })).to_string(), poisoned.to_string()]).await;
+
+    let (hook, url) = Receiver::always(200);
+    let config = destination("hook", &url, "lanes: 1\ntransformations: [gate]\nbatch: { max_events: 10, max_age_ms: 100 }\n");
+    let router = start(&log, &dlq, &registry, vec![config.clone()], None).await;
+    wait_for("both events dead-lettered", 10, || dlq.ids(Some("hook")).unwrap().len() == 2).await;
+    router.stop().await;
+    assert_eq!(hook.count(), 0);
+    let entries: Vec<_> = dlq.ids(Some("hook")).unwrap().iter().map(|(d, id)| dlq.get(d, id).unwrap()).collect();
+
+    // The script is still broken: each replay fails with its error and the entries stay.
+    let destination = config.sink.build().await.unwrap();
+    let chain = registry.chain(&config.transformations).unwrap();
+    for entry in &entries {
+        let err = sluice_router::replay(&dlq, entry, &config, destination.as_ref(), &chain).await.unwrap_err().to_string();
+        assert!(err.contains("failed again") && err.contains("poisoned event"), "{err}");
+    }
+    assert_eq!(dlq.ids(Some("hook")).unwrap().len(), 2, "entries that fail again are kept");
+    assert_eq!(hook.count(), 0);
+
+    // Fixed script, and the destination now excludes refunds: one event delivered, one filtered.
+    std::fs::write(&gate_path, GATE_FIXED).unwrap();
+    assert!(registry.reload("gate").unwrap());
+    let filtered_config = destination_with_filter(&url);
+    let chain = registry.chain(&filtered_config.transformations).unwrap();
+    let mut total = sluice_router::Replayed::default();
+    for entry in &entries {
+        let r = sluice_router::replay(&dlq, entry, &filtered_config, destination.as_ref(), &chain).await.unwrap();
+        total.delivered += r.delivered;
+        total.filtered += r.filtered;
+    }
+    assert_eq!(total, sluice_router::Replayed { delivered: 1, filtered: 1 });
+    let got = hook.events();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["messageId"], "p-2");
+    assert_eq!(got[0]["properties"]["poison"], "checked", "the fixed script ran on replay");
+    assert!(dlq.ids(Some("hook")).unwrap().is_empty(), "replayed entries are removed");
+}
+
+fn destination_with_filter(url: &str) -> sluice_router::DestinationConfig {
+    destination("hook", url, "lanes: 1\ntransformations: [gate]\nfilter: { exclude_events: [Order Refunded] }\n")
 }

@@ -30,9 +30,19 @@ pub fn show(config: &Config, id: &str, out: &mut dyn Write) -> anyhow::Result<()
     Ok(())
 }
 
+/// What `sluice dlq replay` did, over all entries.
+pub struct ReplaySummary {
+    /// Events delivered.
+    pub replayed: usize,
+    /// Events the destination no longer takes under its current `sources`/`filter` rules.
+    pub filtered: u64,
+    /// Entries that failed again and stay in the store.
+    pub failed: usize,
+}
+
 /// Replays entries through their destination (built from the config, so a fixed URL or
 /// credential takes effect). Entries that fail again stay in the store.
-pub fn replay(config: &Config, destination: Option<&str>, progress: bool) -> anyhow::Result<(usize, usize)> {
+pub fn replay(config: &Config, destination: Option<&str>, progress: bool) -> anyhow::Result<ReplaySummary> {
     let dlq = DeadLetters::open(config.dead_letter_dir())?;
     let ids = dlq.ids(destination)?;
     let registry = Registry::load(&config.transformations)?;
@@ -41,7 +51,7 @@ pub fn replay(config: &Config, destination: Option<&str>, progress: bool) -> any
         let mut built = std::collections::HashMap::new();
         let bar = if progress { ProgressBar::new(ids.len() as u64) } else { ProgressBar::hidden() };
         bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} entries  {msg}").expect("static template"));
-        let (mut replayed, mut failed) = (0usize, 0usize);
+        let (mut replayed, mut filtered, mut failed) = (0usize, 0u64, 0usize);
         for (dest, id) in &ids {
             let d = config
                 .destinations
@@ -54,18 +64,21 @@ pub fn replay(config: &Config, destination: Option<&str>, progress: bool) -> any
             }
             let (destination, chain) = &built[dest];
             let entry = dlq.get(dest, id)?;
-            match sluice_router::replay(&dlq, &entry, destination.as_ref(), chain).await {
-                Ok(n) => replayed += n,
+            match sluice_router::replay(&dlq, &entry, d, destination.as_ref(), chain).await {
+                Ok(r) => {
+                    replayed += r.delivered;
+                    filtered += r.filtered;
+                }
                 Err(e) => {
                     failed += 1;
                     bar.println(format!("{id}: {e}"));
                 }
             }
             bar.inc(1);
-            bar.set_message(format!("{replayed} events replayed, {failed} entries failed"));
+            bar.set_message(format!("{replayed} events replayed, {filtered} filtered out, {failed} entries failed"));
         }
         bar.finish();
-        Ok((replayed, failed))
+        Ok(ReplaySummary { replayed, filtered, failed })
     })
 }
 

@@ -201,8 +201,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 DlqCommand::Show { id } => dlq_cmd::show(&c, &id, stdout)?,
                 DlqCommand::Replay { destination } => {
-                    let (events, failed) = dlq_cmd::replay(&c, destination.as_deref(), true)?;
-                    println!("replayed {events} events; {failed} entries failed and were kept");
+                    let done = dlq_cmd::replay(&c, destination.as_deref(), true)?;
+                    let failed = done.failed;
+                    if done.filtered > 0 {
+                        println!(
+                            "replayed {} events; {} events not delivered: the destination's sources/filter no longer take them; {failed} entries failed and were kept",
+                            done.replayed, done.filtered
+                        );
+                    } else {
+                        println!("replayed {} events; {failed} entries failed and were kept", done.replayed);
+                    }
                     if failed > 0 {
                         return Ok(ExitCode::from(1));
                     }
