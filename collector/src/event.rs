@@ -47,12 +47,7 @@ impl<'a> Field<'a> {
 
     /// The value as a string, if it is a JSON string.
     fn as_str(&self) -> Option<Cow<'a, str>> {
-        let raw = self.0?.get();
-        if raw.starts_with('"') {
-            serde_json::from_str::<Cow<'a, str>>(raw).ok()
-        } else {
-            None
-        }
+        sluice_eventlog::string_text(self.0?.get())
     }
 
     /// The id's text, if it is one (the log's rule, [`sluice_eventlog::id_text`]).
@@ -260,6 +255,9 @@ pub struct Enriched<'a> {
     /// The head the log keeps with the event, taken from the pass that checked it (the router
     /// never parses the event to route it).
     pub head: EventHead<'a>,
+    /// The event's text as it came, which the head borrows from and the stored event begins
+    /// with (for [`sluice_eventlog::AppendBatch::push`]).
+    pub origin: &'a str,
 }
 
 /// What is the same for every event of one request.
@@ -472,7 +470,7 @@ pub fn enrich<'a>(raw: &'a str, info: &'a RequestInfo<'_>, out: &mut Vec<u8>) ->
         received_at: Cow::Borrowed(info.received_at_text),
         integrations,
     };
-    Ok(Enriched { kind, repaired, head })
+    Ok(Enriched { kind, repaired, head, origin: raw })
 }
 
 enum ContextIp<'a> {

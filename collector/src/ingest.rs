@@ -225,7 +225,7 @@ fn build_batch<'a>(
             let mut batch = AppendBatch::with_capacity(body.len() + 256);
             let enriched = enrich(text, &info, &mut scratch)?;
             count(&enriched);
-            batch.push(source, key_id, &enriched.head, &scratch);
+            batch.push(source, key_id, &enriched.head, &scratch, enriched.origin.as_bytes());
             batch
         }
         None => {
@@ -240,7 +240,7 @@ fn build_batch<'a>(
                     other => other,
                 })?;
                 count(&enriched);
-                batch.push(source, key_id, &enriched.head, &scratch);
+                batch.push(source, key_id, &enriched.head, &scratch, enriched.origin.as_bytes());
             }
             batch
         }

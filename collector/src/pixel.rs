@@ -80,7 +80,7 @@ async fn store(kind: EventKind, req: &HttpRequest, c: &Collector) -> Result<(), 
     let mut scratch = Vec::with_capacity(body.len() + 256);
     let enriched = enrich(&body, &info, &mut scratch)?;
     let mut batch = AppendBatch::with_capacity(scratch.len() + 64);
-    batch.push(&source.id, &key_id, &enriched.head, &scratch);
+    batch.push(&source.id, &key_id, &enriched.head, &scratch, enriched.origin.as_bytes());
 
     if let Some((limiter, _)) = &source.limiter {
         if let Ok(Err(not_until)) = limiter.check_n(NonZeroU32::MIN) {

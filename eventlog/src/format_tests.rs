@@ -65,7 +65,7 @@ async fn a_log_of_version_1_records_opens_reads_and_takes_version_2_appends() {
 #[test]
 fn a_version_2_record_whose_key_id_overruns_it_is_invalid() {
     let mut buf = Vec::new();
-    segment::encode_record(&mut buf, "web", "key", None, b"{}");
+    segment::encode_record(&mut buf, "web", "key", None, b"{}", &[]);
     // Claim a longer key id than the record holds, and fix the checksum so only the length is wrong.
     buf[8 + 2 + 3] = 200;
     let crc = crc32fast::hash(&buf[8..]);
@@ -107,7 +107,7 @@ async fn every_version_reads_with_its_head_and_version_3_keeps_the_one_it_was_gi
         received_at: "2026-12-02T02:00:00.000Z".into(),
         integrations: None,
     };
-    batch.push("web", "k", &given, br#"{"type":"track","userId":"other"}"#);
+    batch.push("web", "k", &given, br#"{"type":"track","userId":"other"}"#, &[]);
     batch.push_event("web", "k", br#"{"type":"group","userId":7}"#);
     let users: Vec<&str> = batch.records().map(|r| r.user).collect();
     assert_eq!(users, ["given-user", "7"]);
@@ -128,7 +128,7 @@ async fn every_version_reads_with_its_head_and_version_3_keeps_the_one_it_was_gi
 fn a_batch_record_is_a_payload_that_decodes_on_its_own() {
     let mut batch = AppendBatch::default();
     let head = EventHead { kind: Some(EventKind::Track), user: "u".into(), ..Default::default() };
-    batch.push("ios", "k9", &head, br#"{"userId":"u"}"#);
+    batch.push("ios", "k9", &head, br#"{"userId":"u"}"#, &[]);
     let record = batch.records().next().unwrap();
     assert_eq!(record.user, "u");
     let back = Record::from_payload(5, bytes::Bytes::copy_from_slice(record.payload)).unwrap();

@@ -7,11 +7,23 @@
 //!
 //! # Encoding (inside a version 3 payload)
 //! ```text
-//! head   = kind:u8 field{5}          kind: 0 = none of the six, 1..=6 in `EventKind::ALL` order
-//! field  = n:varint bytes[n - 1]     n = 0: absent; fields in order: event, user, messageId,
-//!                                    receivedAt, integrations (JSON text of the object)
+//! head   = kind:u8 field{5}          kind & 0x7f: 0 = none of the six, 1..=6 in `EventKind::ALL`
+//!                                    order; fields in order: event, user, messageId, receivedAt,
+//!                                    integrations (JSON text of the object)
+//! kind & 0x80 set (written today):
+//! field  = 0:varint                  absent
+//!        | n:varint bytes[(n-1)/2]   n odd: the text inline
+//!        | n:varint len:varint       n even: the text is event[n/2 - 1 .. n/2 - 1 + len]
+//! kind & 0x80 clear (the first version 3 heads, still read):
+//! field  = n:varint bytes[n - 1]     n = 0: absent
 //! varint = unsigned LEB128, at most 5 bytes
 //! ```
+//! Every field but an id the collector generated is text the event itself holds, so a head is
+//! mostly references into the event: about 12 bytes instead of about 90 copied ones. Ingest is
+//! bound by the bytes it syncs to disk, and the copies cost 11% of its batch throughput
+//! (BENCHMARKS.md, issue 16). A reference only claims that those bytes of the event equal the
+//! field's text, which the encoder checks by finding them there, so it is right wherever the
+//! bytes happen to be.
 
 use std::borrow::Cow;
 
@@ -85,7 +97,7 @@ pub struct EventHead<'a> {
 pub fn id_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
     match text.as_bytes().first()? {
-        b'"' => serde_json::from_str::<Cow<'_, str>>(text).ok().filter(|s| !s.trim().is_empty()),
+        b'"' => string_text(text).filter(|s| !s.trim().is_empty()),
         b'-' | b'0'..=b'9' => Some(Cow::Borrowed(text)),
         _ => None,
     }
@@ -112,11 +124,18 @@ struct Fields<'a> {
 }
 
 fn string_of(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-    let text = raw?.get();
-    if text.starts_with('"') {
-        serde_json::from_str(text).ok()
+    string_text(raw?.get())
+}
+
+/// The text of a JSON string given as its raw JSON (`"..."`), borrowed when it has no escapes;
+/// `None` when `raw` is not a string. `raw` must be valid JSON (a `RawValue`'s text). serde's `Cow<str>` always copies, and a borrowed text lets
+/// the log store a field as a reference into the event ([`EventHead::encode`]).
+pub fn string_text(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
     } else {
-        None
+        Some(Cow::Borrowed(inner))
     }
 }
 
@@ -142,56 +161,80 @@ impl<'a> EventHead<'a> {
         })
     }
 
-    /// Appends the encoding described in the module doc.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.kind.map_or(0, |k| k.index() as u8 + 1));
-        for field in [
+    /// Appends the encoding described in the module doc, each field found in `event` (the
+    /// event this head is stored with) as a reference to it. `origin` is the text the head was
+    /// read from when the event begins with it byte for byte (the collector's request text, to
+    /// which it appends fields; or the event itself): a field borrowed from it is checked at the
+    /// same offset in `event` instead of searched for. Returns where the user key is.
+    pub fn encode(&self, event: &[u8], origin: &[u8], out: &mut Vec<u8>) -> UserAt {
+        out.push(self.kind.map_or(0, |k| k.index() as u8 + 1) | TAGGED);
+        let mut user = UserAt::Inline(0..0);
+        for (i, field) in [
             self.event.as_deref(),
             Some(&*self.user),
             Some(&*self.message_id),
             Some(&*self.received_at),
             self.integrations.as_deref(),
-        ] {
-            match field {
-                None => out.push(0),
-                Some(s) => {
-                    put_varint(out, s.len() as u64 + 1);
-                    out.extend_from_slice(s.as_bytes());
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let Some(text) = field else {
+                out.push(0);
+                continue;
+            };
+            match locate(event, text.as_bytes(), origin) {
+                Some(start) => {
+                    put_varint(out, 2 * (start as u64 + 1));
+                    put_varint(out, text.len() as u64);
+                    if i == 1 {
+                        user = UserAt::Event(start..start + text.len());
+                    }
+                }
+                None => {
+                    put_varint(out, 2 * text.len() as u64 + 1);
+                    if i == 1 {
+                        user = UserAt::Inline(out.len()..out.len() + text.len());
+                    }
+                    out.extend_from_slice(text.as_bytes());
                 }
             }
         }
+        user
     }
 
-    /// Bytes [`EventHead::encode`] appends.
-    pub fn encoded_len(&self) -> usize {
-        let field = |f: Option<&str>| f.map_or(1, |s| varint_len(s.len() as u64 + 1) + s.len());
-        1 + field(self.event.as_deref())
-            + field(Some(&self.user))
-            + field(Some(&self.message_id))
-            + field(Some(&self.received_at))
-            + field(self.integrations.as_deref())
-    }
-
-    /// Reads what [`EventHead::encode`] wrote; `bytes` must hold exactly one head.
-    pub fn decode(bytes: &'a [u8]) -> Result<EventHead<'a>, String> {
+    /// Reads what [`EventHead::encode`] wrote; `bytes` must hold exactly one head, and `event`
+    /// is the event it was stored with.
+    pub fn decode(bytes: &'a [u8], event: &'a [u8]) -> Result<EventHead<'a>, String> {
         let (&kind, mut rest) = bytes.split_first().ok_or("empty event head")?;
-        let kind = match kind {
+        let tagged = kind & TAGGED != 0;
+        let kind = match kind & !TAGGED {
             0 => None,
             k @ 1..=6 => Some(EventKind::ALL[k as usize - 1]),
             k => return Err(format!("unknown event type code {k} in the event head")),
         };
         let mut field = || -> Result<Option<&'a str>, String> {
             let (n, after) = take_varint(rest).ok_or("event head cut short")?;
+            rest = after;
             if n == 0 {
-                rest = after;
                 return Ok(None);
             }
-            let len = usize::try_from(n - 1).map_err(|_| "event head field too long")?;
-            if len > after.len() {
-                return Err("event head field runs past the head".into());
-            }
-            let (text, after) = after.split_at(len);
-            rest = after;
+            let text = if tagged && n % 2 == 0 {
+                let (len, after) = take_varint(rest).ok_or("event head cut short")?;
+                rest = after;
+                let start = usize::try_from(n / 2 - 1).map_err(|_| "event head reference out of range")?;
+                let end = usize::try_from(len).ok().and_then(|l| start.checked_add(l)).filter(|&e| e <= event.len());
+                let end = end.ok_or("event head reference runs past the event")?;
+                &event[start..end]
+            } else {
+                let len = usize::try_from(if tagged { (n - 1) / 2 } else { n - 1 }).map_err(|_| "event head field too long")?;
+                if len > rest.len() {
+                    return Err("event head field runs past the head".into());
+                }
+                let (text, after) = rest.split_at(len);
+                rest = after;
+                text
+            };
             std::str::from_utf8(text).map(Some).map_err(|_| "event head field is not UTF-8".into())
         };
         let event = field()?.map(Cow::Borrowed);
@@ -204,13 +247,50 @@ impl<'a> EventHead<'a> {
         }
         Ok(EventHead { kind, event, user, message_id, received_at, integrations })
     }
+}
 
-    /// Where the user key lies in an encoding of this head starting at `at` (for [`crate::AppendBatch`]).
-    pub(crate) fn user_range(&self, at: usize) -> std::ops::Range<usize> {
-        let event_len = self.event.as_ref().map_or(1, |e| varint_len(e.len() as u64 + 1) + e.len());
-        let start = at + 1 + event_len + varint_len(self.user.len() as u64 + 1);
-        start..start + self.user.len()
+/// Set in a head's kind byte: its fields are tagged, inline or references into the event.
+const TAGGED: u8 = 0x80;
+
+/// Shorter texts are written inline: a reference takes at least three bytes.
+const MIN_REFERENCE: usize = 3;
+
+/// How many places ending in the text's last byte are tried before it is written inline.
+const MAX_CANDIDATES: usize = 8;
+
+/// How far right of its place in the origin a borrowed text is looked for: what the collector
+/// inserts before the fields it read (the client's ip, at the head of `context`) is shorter.
+const MAX_SHIFT: usize = 128;
+
+/// Where `text` is in `event`, if it is cheap to find: for a text borrowed from `origin`, at its
+/// offset there or a little to the right of it; else ending at one of the last few occurrences
+/// of its last byte (what the collector adds, like `receivedAt`, is appended at the end). A
+/// general substring search (memmem) cost 8% of ingest CPU in setting up its searchers, for a
+/// ~900-byte event.
+fn locate(event: &[u8], text: &[u8], origin: &[u8]) -> Option<usize> {
+    if text.len() < MIN_REFERENCE {
+        return None;
     }
+    let (at, from) = (text.as_ptr() as usize, origin.as_ptr() as usize);
+    if at >= from && at + text.len() <= from + origin.len() {
+        let start = at - from;
+        let window = event.get(start..).map_or(&[][..], |w| &w[..w.len().min(text.len() + MAX_SHIFT)]);
+        if let Some(i) = memchr::memchr_iter(text[0], window).find(|&i| window[i..].starts_with(text)) {
+            return Some(start + i);
+        }
+    }
+    let last = *text.last()?;
+    memchr::memrchr_iter(last, event)
+        .take(MAX_CANDIDATES)
+        .filter_map(|end| (end + 1).checked_sub(text.len()))
+        .find(|&start| &event[start..start + text.len()] == text)
+}
+
+/// Where [`EventHead::encode`] left the user key: in what it appended, or in the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAt {
+    Inline(std::ops::Range<usize>),
+    Event(std::ops::Range<usize>),
 }
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -219,15 +299,6 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
         n >>= 7;
     }
     out.push(n as u8);
-}
-
-pub(crate) fn varint_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
 }
 
 /// One varint from the start of `bytes`, and what follows it; `None` when cut short or longer
@@ -247,42 +318,111 @@ pub(crate) fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_head_survives_its_encoding_and_finds_its_user() {
-        let long = "x".repeat(300);
-        let heads = [
+    fn chat_event() -> String {
+        r#"{"type":"track","event":"Post Created","userId":"u-1","messageId":"9f3c2b1e-77aa-4d1e-9c55-0d1f2e3a4b5c","properties":{"channel":"town-square"},"integrations":{"All":false},"receivedAt":"2026-12-02T01:00:00.000Z"}"#.to_string()
+    }
+
+    fn heads() -> Vec<EventHead<'static>> {
+        let long: &'static str = Box::leak("x".repeat(300).into_boxed_str());
+        vec![
             EventHead::default(),
             EventHead {
                 kind: Some(EventKind::Track),
                 event: Some("Post Created".into()),
                 user: "u-1".into(),
-                message_id: "m-1".into(),
+                message_id: "9f3c2b1e-77aa-4d1e-9c55-0d1f2e3a4b5c".into(),
                 received_at: "2026-12-02T01:00:00.000Z".into(),
                 integrations: Some(r#"{"All":false}"#.into()),
             },
-            EventHead { kind: Some(EventKind::Alias), event: Some("".into()), user: long.as_str().into(), ..Default::default() },
-        ];
-        for head in heads {
+            // Texts the event does not hold (a generated id, a merged object) are inline.
+            EventHead { kind: Some(EventKind::Page), message_id: "generated-id".into(), integrations: Some(r#"{"S3":true}"#.into()), ..Default::default() },
+            EventHead { kind: Some(EventKind::Alias), event: Some("".into()), user: long.into(), ..Default::default() },
+        ]
+    }
+
+    #[test]
+    fn a_head_survives_its_encoding_and_finds_its_user() {
+        let event = chat_event();
+        for head in heads() {
             let mut buf = b"prefix".to_vec();
-            head.encode(&mut buf);
-            assert_eq!(buf.len() - 6, head.encoded_len());
-            assert_eq!(EventHead::decode(&buf[6..]).unwrap(), head);
-            assert_eq!(&buf[head.user_range(6)], head.user.as_bytes());
+            let user = head.encode(event.as_bytes(), &[], &mut buf);
+            assert_eq!(EventHead::decode(&buf[6..], event.as_bytes()).unwrap(), head);
+            let user_bytes = match user {
+                UserAt::Inline(r) => &buf[r],
+                UserAt::Event(r) => &event.as_bytes()[r],
+            };
+            assert_eq!(user_bytes, head.user.as_bytes());
         }
+    }
+
+    /// A field borrowed from the text the event was made from is found at its place, even where
+    /// the same bytes come earlier in the event.
+    #[test]
+    fn a_field_borrowed_from_the_origin_is_referenced_where_it_was_read() {
+        let origin = r#"{"properties":{"note":"u-1"},"userId":"u-1"}"#;
+        let event = format!("{}{}", &origin[..origin.len() - 1], r#","receivedAt":"2026-12-02T01:00:00.000Z"}"#);
+        let head = EventHead { user: Cow::Borrowed(&origin[39..42]), received_at: "2026-12-02T01:00:00.000Z".into(), ..Default::default() };
+        assert_eq!(&*head.user, "u-1");
+        let mut buf = Vec::new();
+        assert_eq!(head.encode(event.as_bytes(), origin.as_bytes(), &mut buf), UserAt::Event(39..42));
+        assert_eq!(EventHead::decode(&buf, event.as_bytes()).unwrap(), head);
+        assert!(buf.len() <= 8, "both fields are references: {} bytes", buf.len());
+    }
+
+    #[test]
+    fn fields_the_event_holds_are_references_not_copies() {
+        let event = chat_event();
+        let head = &heads()[1];
+        let mut buf = Vec::new();
+        assert_eq!(head.encode(event.as_bytes(), &[], &mut buf), UserAt::Event(49..52));
+        let copied: usize = [12, 3, 36, 24, 13].iter().sum();
+        assert!(buf.len() <= 16, "{} bytes for a head whose fields are {copied} bytes of the event", buf.len());
+    }
+
+    /// The first version 3 heads copied every field; data directories holding them still open.
+    #[test]
+    fn untagged_heads_of_the_first_version_3_records_still_read() {
+        let mut old = vec![1u8]; // track, no tag
+        for field in [Some("Post Created"), Some("u-1"), Some("m-1"), Some("2026-12-02T01:00:00.000Z"), None] {
+            match field {
+                None => old.push(0),
+                Some(s) => {
+                    put_varint(&mut old, s.len() as u64 + 1);
+                    old.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+        let head = EventHead::decode(&old, b"{}").unwrap();
+        assert_eq!((head.kind, head.event.as_deref(), &*head.user, &*head.message_id), (Some(EventKind::Track), Some("Post Created"), "u-1", "m-1"));
+        assert_eq!((&*head.received_at, head.integrations), ("2026-12-02T01:00:00.000Z", None));
     }
 
     #[test]
     fn a_damaged_head_is_an_error_not_a_panic() {
-        let mut buf = Vec::new();
-        EventHead { user: "someone".into(), ..Default::default() }.encode(&mut buf);
-        for cut in 0..buf.len() {
-            assert!(EventHead::decode(&buf[..cut]).is_err(), "cut at {cut}");
+        let event = chat_event();
+        for (i, head) in heads().into_iter().enumerate() {
+            let mut buf = Vec::new();
+            head.encode(event.as_bytes(), &[], &mut buf);
+            for cut in 0..buf.len() {
+                assert!(EventHead::decode(&buf[..cut], event.as_bytes()).is_err(), "cut at {cut}");
+            }
+            let mut extra = buf.clone();
+            extra.push(0);
+            assert!(EventHead::decode(&extra, event.as_bytes()).unwrap_err().contains("stray"));
+            if i == 1 {
+                // The same head read against a shorter event: its references run past it.
+                assert!(EventHead::decode(&buf, &event.as_bytes()[..20]).is_err());
+            }
+            buf[0] = 9 | TAGGED;
+            assert!(EventHead::decode(&buf, event.as_bytes()).unwrap_err().contains("type code"));
         }
-        let mut extra = buf.clone();
-        extra.push(0);
-        assert!(EventHead::decode(&extra).unwrap_err().contains("stray"));
-        buf[0] = 9;
-        assert!(EventHead::decode(&buf).unwrap_err().contains("type code"));
+    }
+    #[test]
+    fn string_texts_borrow_unless_they_have_escapes() {
+        assert!(matches!(string_text(r#""u-1""#), Some(Cow::Borrowed("u-1"))));
+        assert_eq!(string_text(r#""caf\u00e9 \"x\"""#).as_deref(), Some("café \"x\""));
+        assert_eq!(string_text(r#""""#).as_deref(), Some(""));
+        assert_eq!((string_text("42"), string_text("null"), string_text("\"")), (None, None, None));
     }
 
     #[test]

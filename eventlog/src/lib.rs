@@ -68,7 +68,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use admin::{drop_cursor, inspect, CursorState, LogState};
 pub use error::LogError;
-pub use head::{id_text, EventHead, EventKind};
+pub use head::{id_text, string_text, EventHead, EventKind};
 pub use reader::{CorruptRecord, Reader};
 
 /// Deepest nesting of objects and arrays an event in the log may have, the event's own object
@@ -157,8 +157,8 @@ impl Record {
     /// A record of `event` with its `head` (`None` when the event is not a JSON object).
     pub fn new(offset: u64, source: Arc<str>, write_key_id: Arc<str>, head: Option<&EventHead<'_>>, event: Bytes) -> Record {
         let head = head.map_or_else(Bytes::new, |h| {
-            let mut out = Vec::with_capacity(h.encoded_len());
-            h.encode(&mut out);
+            let mut out = Vec::with_capacity(32);
+            h.encode(&event, &event, &mut out);
             out.into()
         });
         Record { offset, source, write_key_id, event, head }
@@ -171,7 +171,7 @@ impl Record {
             return None;
         }
         // Checked when the record was read, so this cannot fail.
-        EventHead::decode(&self.head).ok()
+        EventHead::decode(&self.head, &self.event).ok()
     }
 }
 
@@ -201,10 +201,13 @@ impl AppendBatch {
     }
 
     /// Adds one event with its head (as the collector read it while validating the event).
+    /// `origin` is the text the head was read from if `event` begins with it byte for byte (the
+    /// request's event, to which the collector appends fields), else empty: the head's fields are
+    /// stored as references into the event, found without a search where they borrow from it.
     /// `source` or `write_key_id` longer than 255 bytes is a programming error (config ids are
     /// short).
-    pub fn push(&mut self, source: &str, write_key_id: &str, head: &EventHead<'_>, event: &[u8]) {
-        self.push_encoded(source, write_key_id, Some(head), event);
+    pub fn push(&mut self, source: &str, write_key_id: &str, head: &EventHead<'_>, event: &[u8], origin: &[u8]) {
+        self.push_encoded(source, write_key_id, Some(head), event, origin);
     }
 
     /// Adds one event whose head is not known yet: it is read from the event (for tools and
@@ -212,12 +215,12 @@ impl AppendBatch {
     /// a JSON object is stored without a head.
     pub fn push_event(&mut self, source: &str, write_key_id: &str, event: &[u8]) {
         let head = EventHead::parse(event).ok();
-        self.push_encoded(source, write_key_id, head.as_ref(), event);
+        self.push_encoded(source, write_key_id, head.as_ref(), event, event);
     }
 
-    fn push_encoded(&mut self, source: &str, write_key_id: &str, head: Option<&EventHead<'_>>, event: &[u8]) {
+    fn push_encoded(&mut self, source: &str, write_key_id: &str, head: Option<&EventHead<'_>>, event: &[u8], origin: &[u8]) {
         let start = self.buf.len();
-        let user = segment::encode_record(&mut self.buf, source, write_key_id, head, event);
+        let user = segment::encode_record(&mut self.buf, source, write_key_id, head, event, origin);
         self.index.push((start + segment::HEADER..self.buf.len(), user));
         self.count += 1;
     }

@@ -7,7 +7,8 @@
 //!         | version:u8 (=2) source_len:u8 source key_id_len:u8 key_id event      (read, never written)
 //!         | version:u8 (=1) source_len:u8 source event                           (read, never written)
 //! ```
-//! `head` is an [`EventHead`] as [`EventHead::encode`] writes it, or nothing (`head_len` 0) for an
+//! `head` is an [`EventHead`] as [`EventHead::encode`] writes it (its references point into
+//! `event`), or nothing (`head_len` 0) for an
 //! event that is not a JSON object (which the collector never stores; tools and tests may).
 
 use std::ops::Range;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::head::{put_varint, take_varint};
+use crate::head::{put_varint, take_varint, UserAt};
 use crate::{EventHead, Record};
 
 /// The version [`encode`] writes.
@@ -24,7 +25,8 @@ pub const VERSION: u8 = 3;
 /// Appends one payload to `out`. `head` is `None` only for an event that is not a JSON object.
 /// `source` and `write_key_id` are cut at 255 bytes (config ids are short). Returns where the
 /// head's user key lies in `out` (empty without a head).
-pub fn encode(out: &mut Vec<u8>, source: &str, write_key_id: &str, head: Option<&EventHead<'_>>, event: &[u8]) -> Range<usize> {
+/// `origin` is the text `head` was read from, if `event` begins with it (see [`EventHead::encode`]).
+pub fn encode(out: &mut Vec<u8>, source: &str, write_key_id: &str, head: Option<&EventHead<'_>>, event: &[u8], origin: &[u8]) -> Range<usize> {
     let source = &source.as_bytes()[..source.len().min(255)];
     let key_id = &write_key_id.as_bytes()[..write_key_id.len().min(255)];
     out.push(VERSION);
@@ -38,10 +40,25 @@ pub fn encode(out: &mut Vec<u8>, source: &str, write_key_id: &str, head: Option<
             out.len()..out.len()
         }
         Some(head) => {
-            put_varint(out, head.encoded_len() as u64);
-            let head_at = out.len();
-            head.encode(out);
-            head.user_range(head_at)
+            // One byte of length almost always does (a head is mostly references): reserve it,
+            // and make room for more only for a long head.
+            let len_at = out.len();
+            out.push(0);
+            let user = head.encode(event, origin, out);
+            let head_len = out.len() - len_at - 1;
+            let mut shift = 0;
+            if head_len < 0x80 {
+                out[len_at] = head_len as u8;
+            } else {
+                let mut len = Vec::with_capacity(5);
+                put_varint(&mut len, head_len as u64);
+                shift = len.len() - 1;
+                out.splice(len_at..=len_at, len);
+            }
+            match user {
+                UserAt::Inline(r) => r.start + shift..r.end + shift,
+                UserAt::Event(r) => out.len() + r.start..out.len() + r.end,
+            }
         }
     };
     out.extend_from_slice(event);
@@ -93,7 +110,7 @@ pub fn decode(payload: &[u8]) -> Result<Parts, String> {
         return Err("event head longer than record".into());
     };
     if head_end > head_at {
-        EventHead::decode(&payload[head_at..head_end])?;
+        EventHead::decode(&payload[head_at..head_end], &payload[head_end..])?;
     }
     Ok(Parts { version, source, write_key_id, head: Some(head_at..head_end), event: head_end..payload.len() })
 }
@@ -103,8 +120,8 @@ pub fn decode(payload: &[u8]) -> Result<Parts, String> {
 pub(crate) fn head_of(event: &[u8]) -> Bytes {
     match EventHead::parse(event) {
         Ok(head) => {
-            let mut out = Vec::with_capacity(96);
-            head.encode(&mut out);
+            let mut out = Vec::with_capacity(32);
+            head.encode(event, event, &mut out);
             out.into()
         }
         Err(_) => Bytes::new(),
@@ -139,7 +156,7 @@ mod tests {
     fn a_payload_decodes_to_what_was_encoded() {
         let head = EventHead { user: "u-7".into(), message_id: "m".into(), ..Default::default() };
         let mut out = b"xx".to_vec();
-        let user = encode(&mut out, "web", "k1", Some(&head), br#"{"userId":"u-7"}"#);
+        let user = encode(&mut out, "web", "k1", Some(&head), br#"{"userId":"u-7"}"#, &[]);
         assert_eq!(&out[user], b"u-7");
         let record = Record::from_payload(9, Bytes::copy_from_slice(&out[2..])).unwrap();
         assert_eq!((record.offset, &*record.source, &*record.write_key_id), (9, "web", "k1"));
@@ -150,7 +167,7 @@ mod tests {
     #[test]
     fn an_event_without_a_head_reads_as_one() {
         let mut out = Vec::new();
-        let user = encode(&mut out, "web", "", None, b"not json");
+        let user = encode(&mut out, "web", "", None, b"not json", &[]);
         assert!(user.is_empty());
         let record = Record::from_payload(0, out.into()).unwrap();
         assert_eq!((&record.event[..], record.head()), (&b"not json"[..], None));
@@ -159,7 +176,7 @@ mod tests {
     #[test]
     fn a_head_that_overruns_the_payload_is_refused() {
         let mut out = Vec::new();
-        encode(&mut out, "web", "", Some(&EventHead::default()), b"{}");
+        encode(&mut out, "web", "", Some(&EventHead::default()), b"{}", &[]);
         let head_len_at = 1 + 1 + 3 + 1;
         out[head_len_at] = 100;
         assert!(decode(&out).unwrap_err().contains("longer than record"));

@@ -24,10 +24,11 @@ pub(crate) fn encode_record(
     write_key_id: &str,
     head: Option<&EventHead<'_>>,
     event: &[u8],
+    origin: &[u8],
 ) -> std::ops::Range<usize> {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER]);
-    let user = payload::encode(buf, source, write_key_id, head, event);
+    let user = payload::encode(buf, source, write_key_id, head, event, origin);
     let len = buf.len() - start - HEADER;
     let crc = crc32fast::hash(&buf[start + HEADER..]);
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());

@@ -100,7 +100,7 @@ async fn torn_tail_is_cut_on_open_and_appends_continue_after_it() {
     }
     // A crash mid-write: half a record at the end.
     let mut half = Vec::new();
-    segment::encode_record(&mut half, "web", "", None, b"{\"messageId\":\"torn\"}");
+    segment::encode_record(&mut half, "web", "", None, b"{\"messageId\":\"torn\"}", &[]);
     let seg = newest_segment(dir.path());
     let good_len = std::fs::metadata(&seg).unwrap().len();
     std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&half[..half.len() / 2]).unwrap();

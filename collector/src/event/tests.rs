@@ -229,6 +229,19 @@ fn the_head_agrees_with_the_stored_event_on_every_path() {
         let stored = EventHead::parse(&out).unwrap();
         assert_eq!(e.head, stored, "{raw} -> {}", String::from_utf8_lossy(&out));
         assert!(!e.head.message_id.is_empty() && !e.head.user.is_empty() && !e.head.received_at.is_empty());
+        // Stored as the collector stores it (references into the event, located through the
+        // request's text where they borrow from it), it reads back the same.
+        let mut batch = sluice_eventlog::AppendBatch::with_capacity(0);
+        batch.push("web", "k", &e.head, &out, e.origin.as_bytes());
+        let record = batch.records().next().unwrap();
+        assert_eq!(record.user, &*stored.user);
+        let read = sluice_eventlog::Record::from_payload(0, bytes::Bytes::copy_from_slice(record.payload)).unwrap();
+        assert_eq!(read.head().unwrap(), stored, "{raw}");
+        // Every field the event holds is a reference (about three bytes), not a copy: the
+        // payload is the event, the ids and a short head, whatever shifted in the event.
+        let overhead = record.payload.len() - out.len() - "web".len() - "k".len();
+        let generated = if raw.contains("messageId") { 0 } else { e.head.message_id.len() };
+        assert!(overhead <= 24 + generated, "{overhead} bytes beside the event for {raw}");
         e.head.into_owned_parts()
     };
     let t = info(Some(EventKind::Track), Some("10.0.0.1"));
@@ -239,6 +252,8 @@ fn the_head_agrees_with_the_stored_event_on_every_path() {
     // A blank userId falls back to anonymousId; a numeric messageId is its text.
     let (_, _, user, message_id, _) = check(r#"{"userId":"  ","anonymousId":"a1","event":"e","messageId":42}"#, &t);
     assert_eq!((user.as_str(), message_id.as_str()), ("a1", "42"));
+    // The ip inserted into the context shifts everything after it in the stored event.
+    check(r#"{"context":{"app":"x"},"userId":"user-after-the-ip","event":"Shifted","messageId":"m-0001"}"#, &t);
     // Slow path (a client receivedAt is replaced), and the envelope's integrations merged in.
     check(r#"{"userId":"u","event":"e","receivedAt":"1999-01-01T00:00:00Z","messageId":"m"}"#, &t);
     let mut b = info(None, None);
