@@ -2,6 +2,8 @@
 # Installs (idempotently) and starts the real backends the test suite talks to, all on 127.0.0.1:
 #   moto     S3-compatible server          http://127.0.0.1:5000
 #   fakesnow Snowflake-protocol server     http://127.0.0.1:8765
+#   tansu    Kafka-protocol broker         127.0.0.1:9092 (in-memory; built from crates.io once,
+#            about 15 minutes cold, and cached under $SLUICE_CACHE/tansu)
 # plus the Python client libraries used by the compatibility tests (rudder-sdk-python, ...).
 # Usage: scripts/backends.sh start | stop | env
 # `env` prints the variables the tests read; `start` writes them to $SLUICE_CACHE/test.env too.
@@ -13,6 +15,31 @@ RUN=$SLUICE_CACHE/run
 mkdir -p "$SLUICE_CACHE" "$RUN"
 
 PY_PACKAGES=("moto[server]==5.1.*" "fakesnow[server]==0.12.1" "snowflake-connector-python<5" "rudder-sdk-python" "segment-analytics-python")
+
+TANSU=$SLUICE_CACHE/tansu/bin/tansu
+
+# What building librdkafka (the rdkafka crate, vendored) needs besides gcc, make and perl.
+build_deps() {
+  local missing=()
+  for pkg in zlib1g-dev libssl-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# tansu with the engines the tests use (memory for the shared broker, sqlite for the test that
+# restarts its own); built only when missing.
+install_tansu() {
+  if [ ! -x "$TANSU" ]; then
+    echo "backends: building tansu (once, about 15 minutes) into $SLUICE_CACHE/tansu" >&2
+    # Its own temporary target dir: the workspace's (CARGO_TARGET_DIR) is no place for tansu's crates.
+    env -u CARGO_TARGET_DIR cargo install tansu --locked --features dynostore,libsql --root "$SLUICE_CACHE/tansu" >"$RUN/tansu-build.log" 2>&1 \
+      || { echo "backends: building tansu failed; see $RUN/tansu-build.log" >&2; return 1; }
+  fi
+}
 
 install() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -48,6 +75,8 @@ print_env() {
 export SLUICE_TEST_PYTHON=$VENV/bin/python
 export SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:5000
 export SLUICE_TEST_SNOWFLAKE_URL=http://127.0.0.1:8765
+export SLUICE_TEST_KAFKA_BROKERS=127.0.0.1:9092
+export SLUICE_TEST_TANSU=$TANSU
 ENV
 }
 
@@ -57,10 +86,14 @@ case "${1:-start}" in
     start_one moto 5000 "$VENV/bin/moto_server" -H 127.0.0.1 -p 5000
     mkdir -p "$RUN/fakesnow"
     start_one fakesnow 8765 "$VENV/bin/fakesnow" -s --host 127.0.0.1 -p 8765
+    build_deps
+    install_tansu
+    start_one tansu 9092 "$TANSU" broker --listener-url tcp://127.0.0.1:9092 \
+      --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/
     print_env > "$SLUICE_CACHE/test.env"
     ;;
   stop)
-    for name in moto fakesnow; do
+    for name in moto fakesnow tansu; do
       if [ -f "$RUN/$name.pid" ]; then kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; rm -f "$RUN/$name.pid"; fi
     done
     ;;

@@ -25,6 +25,12 @@
 //! - A record in synced data that fails its checksum is quarantined by the reader (see
 //!   [`Reader::take_corrupt`]) instead of stopping it.
 //!
+//! # The contract
+//! The collector, the router and the binary see the log only through the traits of
+//! [`LogWriter`], [`LogSource`], [`LogReader`] and [`LogCommitter`] (see `contract.rs` for what
+//! each promises, positions across partitions and how outputs are named from them); [`EventLog`]
+//! implements them, and so does the Kafka backend.
+//!
 //! # On-disk format
 //! ```text
 //! <dir>/segments/<base offset, 20 digits>.log   segments, oldest first; the last is active
@@ -39,10 +45,14 @@
 //! `key_id` names the write key the event was sent with (the id of a source's `write_keys`
 //! entry, never the key itself). Logs written before version 2 stay readable: their records read
 //! with an empty write key id.
+//! Kafka stores exactly `payload` as a message's value (see the `sluice-kafka` crate), so the
+//! record format is one for both backends.
+//!
 //! Offsets are implicit: the n-th record of a segment (from 0) has offset `base + n`. A segment
 //! name gives its first offset, so finding an offset means picking the segment and scanning it.
 
 mod admin;
+mod contract;
 mod cursor;
 mod error;
 mod reader;
@@ -59,6 +69,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use admin::{drop_cursor, inspect, CursorState, LogState};
+pub use contract::{LogCommitter, LogReader, LogSource, LogWriter, Position};
 pub use error::LogError;
 pub use reader::{CorruptRecord, Reader};
 
@@ -134,6 +145,9 @@ impl LogConfig {
 /// A record read back from the log.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The partition the record is in; `None` in the embedded log (one partition, unnamed).
+    pub partition: Option<u32>,
+    /// Offset in its partition.
     pub offset: u64,
     pub source: Arc<str>,
     /// Id of the write key the event came with; empty for version 1 records.
@@ -173,6 +187,27 @@ impl AppendBatch {
     pub fn bytes(&self) -> usize {
         self.buf.len()
     }
+
+    /// Each record's payload (the bytes after the length and checksum: what [`decode_payload`]
+    /// reads) with its event, in push order. Another backend stores these payloads as they are,
+    /// so both backends share one record format.
+    pub fn payloads(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        segment::Payloads { buf: &self.buf }
+    }
+}
+
+/// One record's payload, decoded: see the format above.
+#[derive(Debug, Clone)]
+pub struct Payload<'a> {
+    pub source: &'a [u8],
+    pub write_key_id: &'a [u8],
+    /// Byte range of the event in the payload.
+    pub event: std::ops::Range<usize>,
+}
+
+/// Decodes a record's payload (version 1 or 2). The error says why the bytes are not one.
+pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, String> {
+    segment::decode_payload(payload)
 }
 
 /// Where the durable end of the log is; published by the writer after every sync.
@@ -345,6 +380,7 @@ impl EventLog {
     /// What readiness checks and the log-filling alert look at.
     pub fn health(&self) -> LogHealth {
         LogHealth {
+            backend: "embedded",
             size_bytes: self.size_bytes(),
             budget_bytes: self.shared.budget_bytes,
             refusing_appends: self.shared.refusing.load(Ordering::Relaxed),
@@ -356,6 +392,8 @@ impl EventLog {
 /// The log's state as operators see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogHealth {
+    /// `embedded` or `kafka`: readiness words its reasons after it.
+    pub backend: &'static str,
     pub size_bytes: u64,
     pub budget_bytes: u64,
     /// Appends are being refused because the disk budget is used up (ingest answers 503).

@@ -153,6 +153,7 @@ impl Reader {
                     Parsed::Record { source, key_id, event_start, event_end, total } => {
                         let (source, write_key_id) = (self.intern(source), self.intern_key_id(key_id));
                         out.push(Record {
+                            partition: None,
                             offset: self.next_offset,
                             source,
                             write_key_id,
@@ -200,7 +201,7 @@ impl Reader {
                 match parse_record(&whole) {
                     Parsed::Record { source, key_id, event_start, event_end, total } => {
                         let (source, write_key_id) = (self.intern(source), self.intern_key_id(key_id));
-                        out.push(Record { offset: self.next_offset, source, write_key_id, event: whole.slice(event_start..event_end) });
+                        out.push(Record { partition: None, offset: self.next_offset, source, write_key_id, event: whole.slice(event_start..event_end) });
                         bytes += event_end - event_start;
                         self.next_offset += 1;
                         self.segment.as_mut().unwrap().2 += total as u64;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::{metric, Committed, LogConfig, LogError, Shared};
+use crate::{metric, Committed, LogConfig, LogError, Payload, Shared};
 
 pub(crate) const HEADER: usize = 8;
 /// Version 1 records carry no write key id; they are still read (with an empty id).
@@ -62,26 +62,64 @@ pub(crate) fn parse_record(buf: &[u8]) -> Parsed<'_> {
     if crc32fast::hash(payload) != crc {
         return Parsed::Invalid("checksum mismatch".into());
     }
+    match decode_payload(payload) {
+        Ok(p) => Parsed::Record {
+            source: p.source,
+            key_id: p.write_key_id,
+            event_start: HEADER + p.event.start,
+            event_end: HEADER + p.event.end,
+            total: HEADER + len,
+        },
+        Err(reason) => Parsed::Invalid(reason),
+    }
+}
+
+/// Decodes a record's payload (the bytes after length and checksum).
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, String> {
+    let len = payload.len();
+    if len < 2 {
+        return Err(format!("impossible record length {len}"));
+    }
     let source_len = payload[1] as usize;
     if 2 + source_len > len {
-        return Parsed::Invalid("source longer than record".into());
+        return Err("source longer than record".into());
     }
     let source = &payload[2..2 + source_len];
     let (key_id, event_at) = match payload[0] {
         VERSION_1 => (&payload[..0], 2 + source_len),
         VERSION => {
             let Some(&key_len) = payload.get(2 + source_len) else {
-                return Parsed::Invalid("write key id missing".into());
+                return Err("write key id missing".into());
             };
             let key_at = 3 + source_len;
             if key_at + key_len as usize > len {
-                return Parsed::Invalid("write key id longer than record".into());
+                return Err("write key id longer than record".into());
             }
             (&payload[key_at..key_at + key_len as usize], key_at + key_len as usize)
         }
-        other => return Parsed::Invalid(format!("unknown record version {other}")),
+        other => return Err(format!("unknown record version {other}")),
     };
-    Parsed::Record { source, key_id, event_start: HEADER + event_at, event_end: HEADER + len, total: HEADER + len }
+    Ok(Payload { source, write_key_id: key_id, event: event_at..len })
+}
+
+/// Walks the records of an [`crate::AppendBatch`] (which holds only records it encoded itself).
+pub(crate) struct Payloads<'a> {
+    pub buf: &'a [u8],
+}
+
+impl<'a> Iterator for Payloads<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.len() < HEADER {
+            return None;
+        }
+        let len = u32::from_le_bytes(self.buf[0..4].try_into().unwrap()) as usize;
+        let payload = &self.buf[HEADER..HEADER + len];
+        self.buf = &self.buf[HEADER + len..];
+        let event = decode_payload(payload).map(|p| p.event).unwrap_or(len..len);
+        Some((payload, &payload[event]))
+    }
 }
 
 pub(crate) fn segment_path(dir: &Path, base: u64) -> PathBuf {
