@@ -2,8 +2,8 @@
 # Installs (idempotently) and starts the real backends the test suite talks to, all on 127.0.0.1:
 #   moto     S3-compatible server          http://127.0.0.1:5000
 #   fakesnow Snowflake-protocol server     http://127.0.0.1:8765
-#   tansu    Kafka-protocol broker         127.0.0.1:9092 (in-memory; built from crates.io once,
-#            about 15 minutes cold, and cached under $SLUICE_CACHE/tansu)
+#   tansu    Kafka-protocol broker         127.0.0.1:9092 (sqlite engine, a fresh database per start;
+#            built from crates.io once, about 15 minutes cold, and cached under $SLUICE_CACHE/tansu)
 # plus the Python client libraries used by the compatibility tests (rudder-sdk-python, ...).
 # Usage: scripts/backends.sh start | stop | env
 # `env` prints the variables the tests read; `start` writes them to $SLUICE_CACHE/test.env too.
@@ -30,8 +30,8 @@ build_deps() {
   fi
 }
 
-# tansu with the engines the tests use (memory for the shared broker, sqlite for the test that
-# restarts its own); built only when missing.
+# tansu with the sqlite engine the tests use (libsql; dynostore kept for trying the memory engine);
+# built only when missing.
 install_tansu() {
   if [ ! -x "$TANSU" ]; then
     echo "backends: building tansu (once, about 15 minutes) into $SLUICE_CACHE/tansu" >&2
@@ -70,6 +70,19 @@ start_one() { # name port command...
   wait_port 127.0.0.1 "$port" "$name"
 }
 
+# The sqlite engine, not memory://: tansu 0.6's memory engine (dynostore) answers a fetch only with
+# the record batches that start at or after the fetch offset, so a consumer resuming from a commit
+# that falls inside a batch never gets the rest of that batch (and ListOffsets reports the last
+# batch's base offset + 1 as the high watermark). The sqlite engine stores records one by one and
+# serves any offset, as Kafka does. tansu resolves a sqlite:// path against its working directory,
+# hence the `env -C`; the database is removed only when no broker is running on it.
+start_tansu() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/9092") 2>/dev/null; then return 0; fi
+  rm -f "$RUN"/tansu.db "$RUN"/tansu.db-shm "$RUN"/tansu.db-wal
+  start_one tansu 9092 env -C "$RUN" "$TANSU" broker --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine sqlite://tansu.db
+}
+
 print_env() {
   cat <<ENV
 export SLUICE_TEST_PYTHON=$VENV/bin/python
@@ -88,8 +101,7 @@ case "${1:-start}" in
     start_one fakesnow 8765 "$VENV/bin/fakesnow" -s --host 127.0.0.1 -p 8765
     build_deps
     install_tansu
-    start_one tansu 9092 "$TANSU" broker --listener-url tcp://127.0.0.1:9092 \
-      --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/
+    start_tansu
     print_env > "$SLUICE_CACHE/test.env"
     ;;
   stop)
