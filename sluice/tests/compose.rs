@@ -10,8 +10,13 @@ use std::process::Command;
 
 use serde_yaml::Value;
 
+/// The repository root, made the working directory: the image's working directory holds
+/// config/ and transforms/ as the repository does, and the configs name their scripts relative
+/// to it (both tests set the same directory, so running them in parallel is harmless).
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    std::env::set_current_dir(&root).unwrap();
+    root
 }
 
 /// docker-compose's own reading of the file (anchors merged, `${VAR:-default}` filled in), so the
@@ -152,8 +157,11 @@ fn compose_file_is_valid_and_agrees_with_the_code_and_its_config_files() {
 
     // The load balancer sends to every collector, on the collector's port.
     let nginx = std::fs::read_to_string(root.join("config/compose/nginx.conf")).unwrap();
+    // The `server` entries of the upstream block that `proxy_pass` names (not the `server {}` block).
+    let upstream = nginx.split("proxy_pass http://").nth(1).and_then(|r| r.split(';').next()).expect("nginx proxy_pass");
+    let block = nginx.split(&format!("upstream {upstream} {{")).nth(1).and_then(|r| r.split('}').next()).expect("its upstream block");
     let upstreams: BTreeSet<String> =
-        nginx.lines().filter_map(|l| l.trim().strip_prefix("server ")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
+        block.lines().filter_map(|l| l.trim().strip_prefix("server ")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
     let collectors: BTreeSet<String> =
         sluice.iter().filter(|s| s.role == "collector").map(|s| format!("{}:{collector_port}", s.name)).collect();
     assert_eq!(upstreams, collectors, "nginx upstreams vs collector services");
