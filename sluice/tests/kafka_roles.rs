@@ -41,6 +41,11 @@ fn unique(prefix: &str) -> String {
 /// One config for every process of a test; each process gets its own data dir and admin
 /// address through the environment (`T_DATA`, `T_ADMIN`).
 fn write_config(dir: &Path, port: u16, brokers: &str, topic: &str, destination: &str) -> PathBuf {
+    write_config_with(dir, port, brokers, topic, destination, 5000)
+}
+
+/// [`write_config`] with the producer's delivery timeout (`message.timeout.ms`) given.
+fn write_config_with(dir: &Path, port: u16, brokers: &str, topic: &str, destination: &str, message_timeout_ms: u64) -> PathBuf {
     let cfg = format!(
         r#"data_dir: ${{T_DATA}}
 collector:
@@ -55,7 +60,7 @@ log:
     topic: {topic}
     partitions: 3
     client:
-      message.timeout.ms: 5000
+      message.timeout.ms: {message_timeout_ms}
 sources:
   - id: web
     write_keys: ["test-key"]
@@ -124,6 +129,16 @@ impl Sluice {
     fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit (30 s at most).
+    fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "sluice did not exit within 30 s of SIGTERM; log:\n{}", self.text());
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -208,10 +223,15 @@ fn wait_delivered(out: &Path, want: &[String]) -> Vec<String> {
     }
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_or(what, cond, String::new);
+}
+
+/// Like [`wait_until`], with `context()` (logs) in the failure message.
+fn wait_until_or(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(Instant::now() < deadline, "timed out waiting until {what}\n{}", context());
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -230,8 +250,18 @@ fn a_router_killed_mid_stream_and_restarted_loses_nothing_acknowledged() {
     wait_until("the router delivered something", || !delivered_ids(&out).is_empty());
     router.kill();
     let delivered_before_restart = delivered_ids(&out).len();
-    thread::sleep(Duration::from_millis(500));
+    // Restarted once the broker has given up on the killed member (session.timeout.ms, 10 s by
+    // default), while the collector goes on taking events. Sooner would also do on Kafka, which
+    // holds the rebalance until the dead member expires and then assigns everything to the new
+    // one; tansu 0.6 instead leaves the new member with no partitions when the dead one was the
+    // group's leader (see the takeover test below for where its coordinator goes wrong).
+    thread::sleep(Duration::from_secs(11));
     let router = Sluice::start(&config, "router", "router");
+    wait_until_or(
+        "the restarted router holds every partition",
+        || last_assignment(&router.text()).is_some_and(|l| l.contains("parts=[0, 1, 2]")),
+        || format!("router log:\n{}", router.text()),
+    );
     thread::sleep(Duration::from_secs(1));
     let acked = sender.finish();
     assert!(acked.len() > delivered_before_restart, "the kill happened mid-stream ({delivered_before_restart} of {} delivered)", acked.len());
@@ -241,11 +271,22 @@ fn a_router_killed_mid_stream_and_restarted_loses_nothing_acknowledged() {
 
 /// Partitions a router's log says it was assigned last.
 fn last_assignment(log: &str) -> Option<String> {
-    log.lines().filter(|l| l.contains("rebalance: partitions assigned")).last().map(|l| l.to_string())
+    log.lines().rev().find(|l| l.contains("rebalance: partitions assigned")).map(|l| l.to_string())
 }
 
-#[test]
-fn two_routers_share_the_partitions_and_one_takes_over_when_the_other_is_killed() {
+/// How the takeover test takes router a away.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGTERM: the router finishes the delivery in flight, commits what it delivered, and
+    /// leaves its group; the coordinator hands its partitions to router b at once.
+    Term,
+    /// SIGKILL: nothing is committed or left; the coordinator notices the missed heartbeats
+    /// after `session.timeout.ms` and hands its partitions to router b, which re-delivers what
+    /// a had read but not committed.
+    Kill,
+}
+
+fn two_routers_share_the_partitions_and_one_takes_over(stop: Stop) {
     let brokers = brokers();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -262,14 +303,41 @@ fn two_routers_share_the_partitions_and_one_takes_over_when_the_other_is_killed(
 
     let sender = Sender::start(port, "p", Duration::from_millis(10));
     wait_until("events flow", || delivered_ids(&out).len() > 200);
-    a.kill();
-    wait_until("router b took over every partition", || {
-        last_assignment(&b.text()).is_some_and(|l| l.contains("parts=[0, 1, 2]"))
-    });
+    match stop {
+        Stop::Term => a.terminate(),
+        Stop::Kill => a.kill(),
+    }
+    wait_until_or(
+        "router b took over every partition",
+        || last_assignment(&b.text()).is_some_and(|l| l.contains("parts=[0, 1, 2]")),
+        || format!("router a log:\n{}\nrouter b log:\n{}", a.text(), b.text()),
+    );
     thread::sleep(Duration::from_secs(1));
     let acked = sender.finish();
     let missing = wait_delivered(&out, &acked);
     assert!(missing.is_empty(), "{} of {} acknowledged events missing, e.g. {:?}; router b log:\n{}", missing.len(), acked.len(), &missing[..missing.len().min(5)], b.text());
+}
+
+#[test]
+fn two_routers_share_the_partitions_and_one_takes_over_when_the_other_stops() {
+    two_routers_share_the_partitions_and_one_takes_over(Stop::Term);
+}
+
+/// Not run by default: tansu 0.6 never hands on the partitions of a member whose session
+/// expired. Its coordinator drops the member on the next heartbeat of another one and answers
+/// it "rebalance in progress", but keeps the group formed, with the old generation, leader and
+/// assignments (tansu-broker 0.6.0, coordinator/group/administrator.rs: `heartbeat` of the
+/// formed group calls the member-level `missed_heartbeat`, which does not move the group back to
+/// forming; the group-level one that would runs after it and finds nothing left to drop). The
+/// survivor rejoins, gets its old partitions back from `sync` (which ignores the leader's new
+/// assignments in a formed group), and the dead member's partitions stay unowned. A member
+/// that leaves (SIGTERM, above) or joins does move the group to forming, so those rebalances
+/// work. Run this one against Apache Kafka:
+/// `SLUICE_TEST_KAFKA_BROKERS=host:9092 cargo test -p sluice --test kafka_roles -- --ignored`.
+#[test]
+#[ignore = "tansu 0.6 does not reassign the partitions of a member whose session expired; run with --ignored against Apache Kafka"]
+fn two_routers_share_the_partitions_and_one_takes_over_when_the_other_is_killed() {
+    two_routers_share_the_partitions_and_one_takes_over(Stop::Kill);
 }
 
 /// A tansu broker of this test's own, on its own port, storing in sqlite so that it keeps its
@@ -282,10 +350,12 @@ impl Tansu {
     fn start(port: u16, db: &Path, log: &Path) -> Tansu {
         let file = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
+        // tansu resolves a sqlite:// path against its working directory, absolute or not.
         let child = Command::new(tansu_binary())
+            .current_dir(db.parent().unwrap())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .arg("--storage-engine")
-            .arg(format!("sqlite://{}", db.display()))
+            .arg(format!("sqlite://{}", db.file_name().unwrap().to_string_lossy()))
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
@@ -299,15 +369,14 @@ impl Tansu {
         Tansu { child }
     }
 
-    fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+    /// Takes the broker away abruptly (SIGKILL): connections drop, and the producer retries what
+    /// was in flight once the broker is back, with the same producer epoch and sequence numbers.
+    /// Not SIGTERM: tansu 0.6 stops its storage before its connections and answers the produce
+    /// requests in flight with an error, after which librdkafka's idempotent producer bumps its
+    /// own epoch (KIP-360), which the restarted sqlite engine cannot take (see the test).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -326,23 +395,49 @@ fn the_broker_restarted_mid_stream_means_503_meanwhile_and_nothing_acknowledged_
     let tansu_log = dir.path().join("tansu.log");
     let mut tansu = Tansu::start(kafka_port, &db, &tansu_log);
     let port = free_port();
-    let config = write_config(dir.path(), port, &format!("127.0.0.1:{kafka_port}"), "events", "d");
+    // Messages queued when the broker goes away are kept until it is back (30 s > the 8 s
+    // outage). Were one to time out, librdkafka's idempotent producer would drain and bump its
+    // producer epoch on its own (KIP-360; rdkafka_broker.c, rdkafka_idempotence.c),
+    // which Kafka accepts and tansu 0.6's sqlite engine does not: a produce with an epoch it never
+    // issued panics its storage task ("more or less than one row", tansu-storage lite.rs, query
+    // producer_select_for_update.sql) and the broker serves nothing more.
+    let config = write_config_with(dir.path(), port, &format!("127.0.0.1:{kafka_port}"), "events", "d", 30_000);
     let out = dir.path().join("out");
     let sluice = Sluice::start(&config, "all", "all");
 
     let sender = Sender::start(port, "r", Duration::from_millis(20));
     wait_until("events flow", || sender.acked() > 100);
-    tansu.stop();
+    tansu.kill();
     let acked_when_stopped = sender.acked();
-    thread::sleep(Duration::from_secs(8));
-    let during = sender.retry_after_503.load(Ordering::Relaxed);
+    // The sender's request in flight at the kill waits for the broker (its events are queued
+    // in the producer); a new request while the broker is down is refused at once.
+    thread::sleep(Duration::from_secs(2));
+    let probe = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .post(format!("http://127.0.0.1:{port}/v1/batch"))
+        .basic_auth("test-key", Some(""))
+        .json(&serde_json::json!({ "batch": [{"type": "track", "event": "e", "userId": "probe", "messageId": "probe-1"}] }))
+        .send()
+        .unwrap_or_else(|e| panic!("a request while the broker is down got no answer within 5 s ({e}); log:\n{}", sluice.text()));
+    assert_eq!(probe.status(), 503, "a request while the broker is down; log:\n{}", sluice.text());
+    assert!(probe.headers().contains_key("retry-after"), "503 without Retry-After");
+    thread::sleep(Duration::from_secs(6));
     let acked_while_down = sender.acked() - acked_when_stopped;
     let _tansu = Tansu::start(kafka_port, &db, &tansu_log);
     let restarted_at = sender.acked();
-    wait_until("ingest recovered on its own", || sender.acked() > restarted_at + 100);
+    wait_until_or(
+        "ingest recovered on its own",
+        || sender.acked() > restarted_at + 100,
+        || {
+            let (r503, other) = (sender.retry_after_503.load(Ordering::Relaxed), sender.other.load(Ordering::Relaxed));
+            let tansu = fs::read_to_string(&tansu_log).unwrap_or_default();
+            format!("acked {}, 503s {r503}, other answers {other}; sluice log:\n{}\ntansu log:\n{tansu}", sender.acked(), sluice.text())
+        },
+    );
     let other = sender.other.load(Ordering::Relaxed);
     let acked = sender.finish();
-    assert!(during > 0, "no 503 with Retry-After while the broker was down; log:\n{}", sluice.text());
     assert!(acked_while_down <= 20, "{acked_while_down} events acknowledged while the broker was down");
     assert_eq!(other, 0, "answers other than 200 and 503 + Retry-After");
     let missing = wait_delivered(&out, &acked);
