@@ -4,11 +4,11 @@
 # docker-compose.yml runs the scaled-out shape (Kafka, collectors, routers) from this image.
 
 # --- build ---------------------------------------------------------------------------------------
-# rust-version in Cargo.toml is 1.94; the vendored librdkafka needs a C toolchain, make, perl and
-# zlib headers, which the rust image has but for zlib.
+# rust-version in Cargo.toml is 1.94; the vendored librdkafka needs a C toolchain, make, perl,
+# pkg-config, and zlib and OpenSSL headers (TLS and SASL SCRAM to the brokers).
 FROM rust:1.94-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends zlib1g-dev \
+ && apt-get install -y --no-install-recommends zlib1g-dev libssl-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -22,7 +22,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # --- run -----------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/sluice --shell /usr/sbin/nologin sluice \
  && mkdir -p /var/lib/sluice \

@@ -26,7 +26,7 @@ fn an_existing_embedded_log_block_loads_as_before() {
 #[test]
 fn a_kafka_block_loads_with_defaults_and_secrets_from_the_environment() {
     let c = parse_log(
-        "log:\n  backend: kafka\n  kafka:\n    brokers: ${BROKERS:-127.0.0.1:9092}\n    client:\n      security.protocol: sasl_plaintext\n      sasl.mechanism: PLAIN\n      sasl.username: sluice\n      sasl.password: ${KAFKA_PASSWORD}\n      socket.timeout.ms: 30000\n",
+        "log:\n  backend: kafka\n  kafka:\n    brokers: ${BROKERS:-127.0.0.1:9092}\n    client:\n      security.protocol: sasl_ssl\n      sasl.mechanism: SCRAM-SHA-512\n      sasl.username: sluice\n      sasl.password: ${KAFKA_PASSWORD}\n      socket.timeout.ms: 30000\n",
     )
     .unwrap();
     assert_eq!(c.log.backend, Backend::Kafka);
