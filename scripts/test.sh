@@ -13,6 +13,8 @@ eval "$(scripts/backends.sh env)"
 scripts/prometheus.sh check          # promtool check rules + promtool test rules
 eval "$(scripts/prometheus.sh env)"
 command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+# docker-compose validates docker-compose.yml offline (sluice/tests/compose.rs); no engine needed.
+command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
 scripts/browser.sh install
 eval "$(scripts/browser.sh env)"
 cargo test --workspace --locked "$@"

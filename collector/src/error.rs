@@ -74,7 +74,7 @@ impl CollectError {
 
     pub(crate) fn from_log(e: LogError, retry_after: Duration) -> Self {
         match e {
-            LogError::Full { .. } => CollectError::LogFull { retry_after },
+            LogError::Full { .. } | LogError::Backlog(_) => CollectError::LogFull { retry_after },
             other => CollectError::LogUnavailable(other.to_string()),
         }
     }

@@ -4,7 +4,7 @@
 //! username, `POST /beacon/v1/batch?writeKey=` for page-unload sends, and `GET /health` for load
 //! balancers. Nothing for operators is served here (metrics, readiness and the dashboard are on
 //! the binary's admin listener): this port faces the internet. A request is answered 200 only once every event in it is durable in the event
-//! log; one invalid event rejects the whole request, so a client retry never duplicates half of it.
+//! log (synced to disk, or acknowledged by the Kafka brokers); one invalid event rejects the whole request, so a client retry never duplicates half of it.
 
 mod error;
 pub mod event;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use actix_web::web;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
-use sluice_eventlog::EventLog;
+use sluice_eventlog::LogWriter;
 use sluice_recent::RecentErrors;
 
 pub use error::CollectError;
@@ -177,7 +177,8 @@ pub struct Collector {
     pub(crate) config: CollectorConfig,
     /// Write key -> its source and the key's id.
     pub(crate) by_key: HashMap<String, (Arc<Source>, Arc<str>)>,
-    pub(crate) log: EventLog,
+    /// The log behind the contract: the embedded one or Kafka, the collector cannot tell.
+    pub(crate) log: Arc<dyn LogWriter>,
     pub(crate) request_seconds: metrics::Histogram,
     /// Rejections land here too, with their message, for the admin dashboard.
     pub(crate) recent_errors: Arc<RecentErrors>,
@@ -187,9 +188,10 @@ impl Collector {
     pub fn new(
         config: CollectorConfig,
         sources: &[SourceConfig],
-        log: EventLog,
+        log: impl LogWriter + 'static,
     ) -> Result<Collector, String> {
         validate_sources(sources).map_err(|(_, message)| format!("sources: {message}"))?;
+        let log: Arc<dyn LogWriter> = Arc::new(log);
         let mut by_key = HashMap::new();
         for s in sources {
             let limiter = s.rate_limit.as_ref().map(|r| {

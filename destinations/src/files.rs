@@ -67,7 +67,7 @@ impl FilesDestination {
             hour.hour()
         ));
         std::fs::create_dir_all(&dir)?;
-        let name = format!("{:020}-{:020}.ndjson.gz", batch.first_offset(), batch.last_offset());
+        let name = format!("{}.ndjson.gz", batch.span_name(batch.first_offset(), batch.last_offset()));
         let tmp = dir.join(format!(".{name}.tmp"));
         let mut gz = GzEncoder::new(Vec::with_capacity(batch.bytes() / 4), Compression::new(self.config.gzip_level));
         for event in &batch.events {
@@ -157,6 +157,7 @@ mod tests {
     fn batch(offsets: &[u64]) -> Batch {
         Batch {
             destination: Arc::from("files"),
+            partition: None,
             events: offsets
                 .iter()
                 .map(|o| OutEvent {

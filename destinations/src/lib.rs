@@ -41,6 +41,9 @@ pub struct OutEvent {
 pub struct Batch {
     /// Id of the destination (from the config).
     pub destination: Arc<str>,
+    /// The log partition every event of the batch comes from (Kafka); `None` for the embedded
+    /// log. A batch never spans partitions: offsets name it only within one.
+    pub partition: Option<u32>,
     /// Events in log order. Never empty.
     pub events: Vec<OutEvent>,
 }
@@ -55,6 +58,18 @@ impl Batch {
     /// Highest log offset in the batch.
     pub fn last_offset(&self) -> u64 {
         self.events.iter().map(|e| e.offset).max().unwrap_or(0)
+    }
+
+    /// The part of an output's name that the offsets `first..=last` of this batch's partition
+    /// give: `<first:020>-<last:020>` for the embedded log (as it always was, so existing
+    /// directories and buckets keep their naming) and `p<partition:04>-<first:020>-<last:020>`
+    /// for a partitioned log (Kafka), where offsets repeat across partitions. Deterministic: a
+    /// retried batch gets the same name and overwrites.
+    pub fn span_name(&self, first: u64, last: u64) -> String {
+        match self.partition {
+            None => format!("{first:020}-{last:020}"),
+            Some(p) => format!("p{p:04}-{first:020}-{last:020}"),
+        }
     }
 
     /// Sum of the events' JSON sizes.

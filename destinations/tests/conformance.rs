@@ -285,7 +285,7 @@ fn batch(sources: &[&str], n: usize) -> Batch {
             OutEvent { offset: first + i as u64, source: Arc::from(sources[i % sources.len()]), json: json.to_string().into() }
         })
         .collect();
-    Batch { destination: Arc::from("conformance"), events }
+    Batch { destination: Arc::from("conformance"), partition: None, events }
 }
 
 /// The batch's `messageId`s.

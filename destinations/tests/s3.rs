@@ -44,7 +44,7 @@ fn event(offset: u64, source: &str, extra: Value) -> OutEvent {
 }
 
 fn batch(events: Vec<OutEvent>) -> Batch {
-    Batch { destination: Arc::from("lake"), events }
+    Batch { destination: Arc::from("lake"), partition: None, events }
 }
 
 async fn keys(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {

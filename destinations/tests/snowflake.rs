@@ -22,6 +22,7 @@ const T1: &str = "2024-05-01T11:00:00.000Z";
 fn batch(first_offset: u64, events: &[Value]) -> Batch {
     Batch {
         destination: Arc::from("warehouse"),
+        partition: None,
         events: events
             .iter()
             .enumerate()

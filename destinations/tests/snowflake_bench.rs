@@ -30,7 +30,7 @@ fn events(first: u64, count: usize) -> Batch {
             OutEvent { offset: n, source: Arc::from("chat"), json: event.to_string().into_bytes().into() }
         })
         .collect();
-    Batch { destination: Arc::from("warehouse"), events }
+    Batch { destination: Arc::from("warehouse"), partition: None, events }
 }
 
 #[tokio::test(flavor = "multi_thread")]

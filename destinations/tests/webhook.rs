@@ -30,6 +30,7 @@ fn config(url: &str) -> WebhookConfig {
 fn batch(n: u64) -> Batch {
     Batch {
         destination: Arc::from("hook"),
+        partition: None,
         events: (0..n)
             .map(|i| OutEvent {
                 offset: 10 + i,

@@ -16,4 +16,12 @@ pub enum LogError {
     Config(String),
     #[error("event log writer has stopped")]
     Closed,
+    /// The log cannot take more right now (a producer queue at its bound); the caller should
+    /// back off as for [`LogError::Full`] (503 + Retry-After).
+    #[error("event log is busy: {0}")]
+    Backlog(String),
+    /// The log's store cannot be reached (a broker down, a timed-out acknowledgement): nothing
+    /// of the append counts as durable (503 + Retry-After).
+    #[error("event log is unavailable: {0}")]
+    Unavailable(String),
 }

@@ -256,7 +256,7 @@ const TAGGED: u8 = 0x80;
 const MIN_REFERENCE: usize = 3;
 
 /// How many places ending in the text's last byte are tried before it is written inline.
-const MAX_CANDIDATES: usize = 8;
+const MAX_CANDIDATES: usize = 32;
 
 /// How far right of its place in the origin a borrowed text is looked for: what the collector
 /// inserts before the fields it read (the client's ip, at the head of `context`) is shorter.

@@ -25,6 +25,12 @@
 //! - A record in synced data that fails its checksum is quarantined by the reader (see
 //!   [`Reader::take_corrupt`]) instead of stopping it.
 //!
+//! # The contract
+//! The collector, the router and the binary see the log only through the traits of
+//! [`LogWriter`], [`LogSource`], [`LogReader`] and [`LogCommitter`] (see `contract.rs` for what
+//! each promises, positions across partitions and how outputs are named from them); [`EventLog`]
+//! implements them, and so does the Kafka backend.
+//!
 //! # On-disk format
 //! ```text
 //! <dir>/segments/<base offset, 20 digits>.log   segments, oldest first; the last is active
@@ -45,10 +51,14 @@
 //! is made by one parse of its event when it is read, and version 1 records read with an empty
 //! write key id. The payload is framed apart from its encoding ([`payload`]), so a backend with
 //! its own framing can store payloads as they are.
+//! Kafka stores exactly `payload` as a message's value (see the `sluice-kafka` crate), so the
+//! record format is one for both backends.
+//!
 //! Offsets are implicit: the n-th record of a segment (from 0) has offset `base + n`. A segment
 //! name gives its first offset, so finding an offset means picking the segment and scanning it.
 
 mod admin;
+mod contract;
 mod cursor;
 mod error;
 mod head;
@@ -67,6 +77,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use admin::{drop_cursor, inspect, CursorState, LogState};
+pub use contract::{LogCommitter, LogReader, LogSource, LogWriter, Position};
 pub use error::LogError;
 pub use head::{id_text, string_text, EventHead, EventKind};
 pub use reader::{CorruptRecord, Reader};
@@ -143,6 +154,9 @@ impl LogConfig {
 /// A record read back from the log.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The partition the record is in; `None` in the embedded log (one partition, unnamed).
+    pub partition: Option<u32>,
+    /// Offset in its partition.
     pub offset: u64,
     pub source: Arc<str>,
     /// Id of the write key the event came with; empty for version 1 records.
@@ -161,7 +175,7 @@ impl Record {
             h.encode(&event, &event, &mut out);
             out.into()
         });
-        Record { offset, source, write_key_id, event, head }
+        Record { partition: None, offset, source, write_key_id, event, head }
     }
 
     /// The event's head, as the collector read it (or as one parse of the event found it, for
@@ -412,6 +426,7 @@ impl EventLog {
     /// What readiness checks and the log-filling alert look at.
     pub fn health(&self) -> LogHealth {
         LogHealth {
+            backend: "embedded",
             size_bytes: self.size_bytes(),
             budget_bytes: self.shared.budget_bytes,
             refusing_appends: self.shared.refusing.load(Ordering::Relaxed),
@@ -423,6 +438,8 @@ impl EventLog {
 /// The log's state as operators see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogHealth {
+    /// `embedded` or `kafka`: readiness words its reasons after it.
+    pub backend: &'static str,
     pub size_bytes: u64,
     pub budget_bytes: u64,
     /// Appends are being refused because the disk budget is used up (ingest answers 503).

@@ -137,14 +137,15 @@ impl Record {
         Ok(Record::from_parts(offset, &payload, &parts, text(&parts.source), text(&parts.write_key_id)))
     }
 
-    /// A record from the parts of `payload`, with its source and write key id already made.
-    pub(crate) fn from_parts(offset: u64, payload: &Bytes, parts: &Parts, source: Arc<str>, write_key_id: Arc<str>) -> Record {
+    /// A record from the parts of `payload` ([`decode`]), with its source and write key id
+    /// already made (a reader interns them).
+    pub fn from_parts(offset: u64, payload: &Bytes, parts: &Parts, source: Arc<str>, write_key_id: Arc<str>) -> Record {
         let event = payload.slice(parts.event.clone());
         let head = match &parts.head {
             Some(r) => payload.slice(r.clone()),
             None => head_of(&event),
         };
-        Record { offset, source, write_key_id, head, event }
+        Record { partition: None, offset, source, write_key_id, head, event }
     }
 }
 

@@ -77,6 +77,11 @@ impl Reader {
         }
     }
 
+    /// The consumer this reader reads for (its cursor's name).
+    pub(crate) fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
     /// Offset of the next record [`Reader::read`] returns.
     pub fn position(&self) -> u64 {
         self.next_offset

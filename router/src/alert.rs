@@ -79,7 +79,7 @@ pub const LOG_NEARLY_FULL: f64 = 0.9;
 /// Watches the log's disk budget once a second and posts when it passes [`LOG_NEARLY_FULL`] and
 /// when appends are refused (ingest answers 503), each kind throttled like the other alerts. Runs
 /// until its task is dropped.
-pub async fn watch_log(log: sluice_eventlog::EventLog, alerts: Option<std::sync::Arc<Alerter>>, recent: std::sync::Arc<sluice_recent::RecentErrors>) {
+pub async fn watch_log(log: impl sluice_eventlog::LogWriter + 'static, alerts: Option<std::sync::Arc<Alerter>>, recent: std::sync::Arc<sluice_recent::RecentErrors>) {
     // 0 healthy, 1 nearly full, 2 refusing appends; the ring is told when the level rises, the
     // chat on every check at a raised level (the Alerter's interval keeps that to one message).
     let mut level = 0;

@@ -31,6 +31,9 @@ pub enum Stage {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadEvent {
+    /// Partition of the log record (Kafka); absent for the embedded log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
     pub offset: u64,
     pub source: String,
     /// Id of the write key the event came with, for a replay that runs transformations again

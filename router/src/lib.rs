@@ -1,5 +1,8 @@
 //! The router: one worker per destination between the event log and the destination.
 //!
+//! Workers see the log only through [`LogSource`] (the embedded log or Kafka, where a worker is
+//! one member of the destination's consumer group `sluice-<destination id>`).
+//!
 //! Each worker reads from its own cursor, filters, runs the destination's transformation chain,
 //! batches (events / bytes / age), delivers in per-user lanes with retries and backoff, sends
 //! what cannot be delivered to the dead-letter store, and then advances its cursor. See
@@ -21,7 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_destinations::{Batch, Destination, OutEvent};
-use sluice_eventlog::{EventLog, Record};
+use sluice_eventlog::{LogSource, Record};
 use sluice_recent::RecentErrors;
 use sluice_transformer::Chain;
 use tokio::sync::watch;
@@ -92,10 +95,11 @@ impl Router {
     /// from its persisted cursor, see `supervise.rs`). Must run inside a multi-threaded tokio
     /// runtime (transformations run on the worker threads through `block_in_place`).
     ///
-    /// Segment deletion waits only for the destinations the log knows; hand it every destination
-    /// of the config, disabled ones too, with [`EventLog::hold_for`] before starting.
+    /// Segment deletion of the embedded log waits only for the destinations the log knows; hand
+    /// it every destination of the config, disabled ones too, with [`LogSource::hold_for`]
+    /// before starting.
     pub fn start(
-        log: EventLog,
+        log: impl LogSource + 'static,
         destinations: Vec<RoutedDestination>,
         dlq: Arc<DeadLetters>,
         alerts: Option<Arc<Alerter>>,
@@ -106,12 +110,13 @@ impl Router {
     /// [`Router::start`], recording delivery failures, dead letters and transformation failures
     /// in `recent` (the ring the admin dashboard shows).
     pub fn start_with_errors(
-        log: EventLog,
+        log: impl LogSource + 'static,
         destinations: Vec<RoutedDestination>,
         dlq: Arc<DeadLetters>,
         alerts: Option<Arc<Alerter>>,
         recent: Arc<RecentErrors>,
     ) -> Result<Router, RouterError> {
+        let log: Arc<dyn LogSource> = Arc::new(log);
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut states = Vec::new();
@@ -203,6 +208,8 @@ pub async fn replay(
         )));
     }
     let dest: Arc<str> = Arc::from(entry.destination.as_str());
+    // An entry holds the events of one batch, and a batch never spans partitions.
+    let partition = entry.events.first().and_then(|e| e.partition);
     let mut replayed = Replayed::default();
     let events: Vec<OutEvent> = if entry.stage == Stage::Transform {
         let records: Vec<Record> = entry
@@ -226,7 +233,7 @@ pub async fn replay(
             )));
         }
         replayed.filtered = prepared.filtered;
-        prepared.events.into_iter().map(|(_, event)| event).collect()
+        prepared.events.into_iter().map(|(_, _, event)| event).collect()
     } else {
         entry
             .events
@@ -236,7 +243,7 @@ pub async fn replay(
     };
     replayed.delivered = events.len();
     if !events.is_empty() {
-        let batch = Batch { destination: dest, events };
+        let batch = Batch { destination: dest, partition, events };
         let delivered = destination
             .deliver(&batch)
             .await

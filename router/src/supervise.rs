@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_eventlog::Reader;
+use sluice_eventlog::LogReader;
 use tokio::sync::watch;
 
 use crate::metric;
@@ -20,7 +20,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A worker that ran this long before panicking is not part of a panic loop.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-pub(crate) async fn supervise(spec: Spec, reader: Reader, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn supervise(spec: Spec, reader: Box<dyn LogReader>, mut shutdown: watch::Receiver<bool>) {
     let id = spec.routed.config.id.clone();
     let mut reader = Some(reader);
     let mut backoff = FIRST_BACKOFF;

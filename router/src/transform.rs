@@ -14,8 +14,8 @@ use crate::shared::{Outcome, SharedRuns};
 /// Records made ready for delivery.
 #[derive(Default)]
 pub(crate) struct Prepared<'r> {
-    /// Output events, each with its per-user lane, in input order.
-    pub events: Vec<(usize, OutEvent)>,
+    /// Output events, each with its record's partition and its per-user lane, in input order.
+    pub events: Vec<(Option<u32>, usize, OutEvent)>,
     /// Records the destination does not take (sources, integrations, filter).
     pub filtered: u64,
     /// Records that are not a JSON object, so have no head to route by.
@@ -30,6 +30,9 @@ pub(crate) struct Prepared<'r> {
 
 /// Filters `records` by the destination's rule and runs its chain over those it takes.
 pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Option<&SharedRuns>, records: &'r [Record]) -> Prepared<'r> {
+    // The memo is keyed by offset, which names a record only in a log of one partition (the
+    // embedded log). On Kafka each destination runs its chain itself.
+    let shared = shared.filter(|_| records.iter().all(|r| r.partition.is_none()));
     let mut prepared = Prepared::default();
     // (record, lane, messageId): the head the collector kept with the event, so routing reads no JSON.
     let mut taken: Vec<(&Record, usize, String)> = Vec::with_capacity(records.len());
@@ -50,7 +53,7 @@ pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Opt
     if chain.is_empty() {
         prepared.events = taken
             .into_iter()
-            .map(|(r, lane, _)| (lane, OutEvent { offset: r.offset, source: r.source.clone(), json: r.event.clone() }))
+            .map(|(r, lane, _)| (r.partition, lane, OutEvent { offset: r.offset, source: r.source.clone(), json: r.event.clone() }))
             .collect();
         return prepared;
     }
@@ -65,7 +68,7 @@ pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Opt
         match outcome {
             Ok(outs) => prepared
                 .events
-                .extend(outs.into_iter().map(|json| (lane, OutEvent { offset: record.offset, source: record.source.clone(), json }))),
+                .extend(outs.into_iter().map(|json| (record.partition, lane, OutEvent { offset: record.offset, source: record.source.clone(), json }))),
             Err(error) => prepared.failed.push((record, error)),
         }
     }

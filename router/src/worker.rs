@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use sluice_destinations::{Batch, DeliveryError, Destination, OutEvent};
-use sluice_eventlog::{CorruptRecord, EventLog, Reader, Record};
+use sluice_eventlog::{CorruptRecord, LogReader, LogSource, Record};
 use sluice_recent::RecentErrors;
 use sluice_transformer::Chain;
 use tokio::sync::watch;
@@ -27,7 +27,7 @@ use crate::shared::SharedRuns;
 pub(crate) struct Spec {
     pub routed: crate::RoutedDestination,
     pub shared: Option<(Arc<SharedRuns>, usize)>,
-    pub log: EventLog,
+    pub log: Arc<dyn LogSource>,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
     /// Shared with the admin listener's readiness report; survives a worker's restart.
@@ -44,7 +44,6 @@ impl Spec {
             destination: d.destination.clone(),
             chain: d.chain.clone(),
             shared: self.shared.clone(),
-            log: self.log.clone(),
             dlq: self.dlq.clone(),
             alerts: self.alerts.clone(),
             failing_since: self.failing_since.clone(),
@@ -61,7 +60,6 @@ pub(crate) struct Worker {
     /// The chain's runs shared with the other destinations of the same chain, and this
     /// destination's index among them (`shared.rs`).
     pub shared: Option<(Arc<SharedRuns>, usize)>,
-    pub log: EventLog,
     pub dlq: Arc<DeadLetters>,
     pub alerts: Option<Arc<Alerter>>,
     /// Unix ms since which deliveries have been failing; 0 while healthy. Shared by the lanes
@@ -73,7 +71,10 @@ pub(crate) struct Worker {
 /// Events read and processed, waiting for their batch to be delivered.
 #[derive(Default)]
 struct Pending {
-    lanes: Vec<Vec<OutEvent>>,
+    /// Lanes per log partition (one group, `None`, for the embedded log): a delivered batch
+    /// never spans partitions, so its offsets name it (see `Batch::span_name`).
+    groups: Vec<(Option<u32>, Vec<Vec<OutEvent>>)>,
+    lanes: usize,
     events: usize,
     bytes: usize,
     oldest_received_at: Option<String>,
@@ -97,29 +98,32 @@ impl Worker {
     /// transformation (CPU) and delivery (network, encoding) overlap. Only one delivery is in
     /// flight at a time: batch N+1 starts delivering after batch N finished, which keeps each
     /// user's order, and the cursor moves to the end of batch N only once N is delivered.
-    pub async fn run(self, mut reader: Reader, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut reader: Box<dyn LogReader>, mut shutdown: watch::Receiver<bool>) {
         let id = self.id.clone();
         // Every series of this destination exists from the start at 0, so that the first dead
         // letter or retry is an increase Prometheus sees (rules alert on increase()).
         for name in [metric::DELIVERED, metric::RETRIED, metric::FAILED, metric::DEAD_LETTERED, metric::FILTERED, metric::TRANSFORM_FAILED] {
             metrics::counter!(name, "destination" => id.to_string()).increment(0);
         }
-        metrics::gauge!(metric::LAG_EVENTS, "destination" => id.to_string()).set(reader.lag() as f64);
+        if let Some(lag) = reader.lag() {
+            metrics::gauge!(metric::LAG_EVENTS, "destination" => id.to_string()).set(lag as f64);
+        }
         for name in [metric::DELIVERY_SECONDS, metric::BATCH_EVENTS] {
             let _ = metrics::histogram!(name, "destination" => id.to_string());
         }
         let this = Arc::new(self);
-        tracing::info!(destination = %id, cursor = reader.position(), "destination worker started");
+        tracing::info!(destination = %id, cursor = %reader.position(), "destination worker started");
+        let committer = reader.committer();
         // The delivery in flight; it yields false when a shutdown interrupted its retries.
         let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
         while !*shutdown.borrow() {
-            let mut pending = Pending { lanes: vec![Vec::new(); this.config.lanes], ..Default::default() };
+            let mut pending = Pending { lanes: this.config.lanes, ..Default::default() };
             // The delivery is watched while the next batch fills, so that a panic in it brings
             // this worker down (and its supervisor restarts it) at once, not when the next
             // events happen to arrive.
             let mut delivered = None;
             let filled = {
-                let fill = this.fill(&mut reader, &mut pending, &mut shutdown);
+                let fill = this.fill(reader.as_mut(), &mut pending, &mut shutdown);
                 tokio::pin!(fill);
                 loop {
                     tokio::select! {
@@ -144,16 +148,18 @@ impl Worker {
                 break;
             }
             let end = reader.position();
-            let (worker, stop) = (this.clone(), shutdown.clone());
+            let lag = reader.lag();
+            let (worker, stop, committer) = (this.clone(), shutdown.clone(), committer.clone());
             in_flight = Some(tokio::spawn(async move {
                 if !worker.flush(pending, &stop).await {
                     return false;
                 }
-                if let Err(error) = worker.log.commit(&worker.id, end) {
+                if let Err(error) = committer.commit(&end).await {
                     tracing::error!(destination = %worker.id, %error, "could not persist the cursor; events may be re-delivered");
                 }
-                let lag = worker.log.next_offset().saturating_sub(end);
-                metrics::gauge!(metric::LAG_EVENTS, "destination" => worker.id.to_string()).set(lag as f64);
+                if let Some(lag) = lag {
+                    metrics::gauge!(metric::LAG_EVENTS, "destination" => worker.id.to_string()).set(lag as f64);
+                }
                 true
             }));
         }
@@ -165,7 +171,7 @@ impl Worker {
 
     /// Reads until a batch limit or the batch's age is reached. Returns false on shutdown (what
     /// was read but not delivered is read again after the restart).
-    async fn fill(&self, reader: &mut Reader, pending: &mut Pending, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn fill(&self, reader: &mut dyn LogReader, pending: &mut Pending, shutdown: &mut watch::Receiver<bool>) -> bool {
         let limits = &self.config.batch;
         let max_age = Duration::from_millis(limits.max_age_ms);
         let mut started: Option<Instant> = None;
@@ -214,7 +220,9 @@ impl Worker {
             started.get_or_insert_with(Instant::now);
             tokio::task::block_in_place(|| self.process(&records, pending));
             if let Some((runs, member)) = &self.shared {
-                runs.passed(*member, reader.position());
+                if let Some(at) = reader.position().as_offset() {
+                    runs.passed(*member, at);
+                }
             }
             if !self.write_dead_letters(pending, shutdown).await {
                 return false;
@@ -242,8 +250,8 @@ impl Worker {
         for record in prepared.not_objects {
             pending.dead.push(self.dead_letter(Stage::Transform, &[record], "stored event is not a JSON object".into(), 0));
         }
-        for (lane, event) in prepared.events {
-            push(pending, lane, event);
+        for (partition, lane, event) in prepared.events {
+            push(pending, partition, lane, event);
         }
         for (record, error) in prepared.failed {
             metrics::counter!(metric::TRANSFORM_FAILED, "destination" => self.id.to_string()).increment(1);
@@ -262,8 +270,13 @@ impl Worker {
             let lag = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
             metrics::gauge!(metric::LAG_SECONDS, "destination" => self.id.to_string()).set(lag.max(0.0));
         }
-        let lanes = pending.lanes.into_iter().filter(|l| !l.is_empty());
-        let done = join_all(lanes.map(|events| self.deliver(Batch { destination: self.id.clone(), events }, shutdown.clone()))).await;
+        let batches = pending.groups.into_iter().flat_map(|(partition, lanes)| {
+            lanes.into_iter().filter(|l| !l.is_empty()).map(move |events| (partition, events))
+        });
+        let done = join_all(batches.map(|(partition, events)| {
+            self.deliver(Batch { destination: self.id.clone(), partition, events }, shutdown.clone())
+        }))
+        .await;
         done.into_iter().all(|d| d)
     }
 
@@ -292,7 +305,7 @@ impl Worker {
                     metrics::histogram!(metric::BATCH_EVENTS, "destination" => dest.clone()).record(batch.events.len() as f64);
                     for (index, reason) in delivered.rejected {
                         if let Some(ev) = batch.events.get(index) {
-                            let dead = self.dead_letter_out(std::slice::from_ref(ev), format!("refused by the destination: {reason}"), attempt, first_failed);
+                            let dead = self.dead_letter_out(batch.partition, std::slice::from_ref(ev), format!("refused by the destination: {reason}"), attempt, first_failed);
                             if !self.store(dead, &shutdown).await {
                                 return false;
                             }
@@ -309,7 +322,7 @@ impl Worker {
                     if !retriable {
                         metrics::counter!(metric::FAILED, "destination" => dest.clone()).increment(batch.events.len() as u64);
                         tracing::error!(destination = %dest, attempts = attempt, %error, events = batch.events.len(), "delivery failed for good; batch dead-lettered");
-                        let dead = self.dead_letter_out(&batch.events, error.to_string(), attempt, first_failed);
+                        let dead = self.dead_letter_out(batch.partition, &batch.events, error.to_string(), attempt, first_failed);
                         return self.store(dead, &shutdown).await;
                     }
                     let wait = error.retry_after().unwrap_or_default().max(retry.backoff(attempt - 1));
@@ -354,12 +367,12 @@ impl Worker {
         self.failing_since.store(0, Ordering::Release);
     }
 
-    fn dead_letter_out(&self, events: &[OutEvent], reason: String, attempts: u32, first_failed: chrono::DateTime<chrono::Utc>) -> DeadLetter {
+    fn dead_letter_out(&self, partition: Option<u32>, events: &[OutEvent], reason: String, attempts: u32, first_failed: chrono::DateTime<chrono::Utc>) -> DeadLetter {
         let events = events
             .iter()
             .filter_map(|e| {
                 let raw = RawValue::from_string(String::from_utf8_lossy(&e.json).into_owned()).ok()?;
-                Some(DeadEvent { offset: e.offset, source: e.source.to_string(), write_key_id: String::new(), event: raw })
+                Some(DeadEvent { partition, offset: e.offset, source: e.source.to_string(), write_key_id: String::new(), event: raw })
             })
             .collect();
         DeadLetter { stage: Stage::Delivery, events, reason, attempts, first_failed, alert: "dead_letter" }
@@ -369,6 +382,7 @@ impl Worker {
         let events = records
             .iter()
             .map(|r| DeadEvent {
+                partition: r.partition,
                 offset: r.offset,
                 source: r.source.to_string(),
                 write_key_id: r.write_key_id.to_string(),
@@ -401,6 +415,7 @@ impl Worker {
         DeadLetter {
             stage: Stage::Corrupt,
             events: vec![DeadEvent {
+                partition: None,
                 offset: c.offset,
                 source: String::new(),
                 write_key_id: String::new(),
@@ -493,8 +508,15 @@ fn joined(result: Result<bool, tokio::task::JoinError>) -> bool {
     }
 }
 
-fn push(pending: &mut Pending, lane: usize, event: OutEvent) {
+fn push(pending: &mut Pending, partition: Option<u32>, lane: usize, event: OutEvent) {
     pending.events += 1;
     pending.bytes += event.json.len();
-    pending.lanes[lane].push(event);
+    let group = match pending.groups.iter().position(|(p, _)| *p == partition) {
+        Some(i) => i,
+        None => {
+            pending.groups.push((partition, vec![Vec::new(); pending.lanes]));
+            pending.groups.len() - 1
+        }
+    };
+    pending.groups[group].1[lane].push(event);
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sluice_collector::{CollectorConfig, SourceConfig};
 use sluice_eventlog::LogConfig;
+use sluice_kafka::KafkaConfig;
 use sluice_router::{AlertsConfig, DestinationConfig};
 use sluice_transformer::TransformationConfig;
 
@@ -18,7 +19,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub collector: CollectorConfig,
     #[serde(default = "default_log")]
-    pub log: LogConfig,
+    pub log: LogSection,
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub transformations: Vec<TransformationConfig>,
@@ -66,8 +67,71 @@ impl AdminConfig {
     }
 }
 
-fn default_log() -> LogConfig {
-    LogConfig::new(PathBuf::new())
+/// `log:` in the YAML: which backend holds the event log, and its settings. The embedded log's
+/// keys stay at this level (as before there was a choice), so every existing config still loads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    #[serde(default)]
+    pub backend: Backend,
+    /// Embedded: directory of segments and cursors; empty means `<data_dir>/log`.
+    #[serde(default)]
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub segment_bytes: Option<u64>,
+    #[serde(default)]
+    pub disk_budget_bytes: Option<u64>,
+    /// Kafka: brokers, topic, partitions and replication for auto-creation, client settings.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The append-only log on this machine's disk (one process).
+    #[default]
+    Embedded,
+    /// A Kafka topic (collectors and routers as separate, scaled-out processes).
+    Kafka,
+}
+
+impl LogSection {
+    /// The embedded log's settings (defaults where the YAML has none).
+    pub fn embedded(&self) -> LogConfig {
+        let mut c = LogConfig::new(self.dir.clone());
+        if let Some(b) = self.segment_bytes {
+            c.segment_bytes = b;
+        }
+        if let Some(b) = self.disk_budget_bytes {
+            c.disk_budget_bytes = b;
+        }
+        c
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self.backend {
+            Backend::Embedded => {
+                if self.kafka.is_some() {
+                    return Err("kafka: settings are given but backend is embedded (set backend: kafka to use them)".into());
+                }
+                self.embedded().validate()
+            }
+            Backend::Kafka => {
+                if self.segment_bytes.is_some() || self.disk_budget_bytes.is_some() {
+                    return Err("segment_bytes and disk_budget_bytes belong to the embedded log; with backend: kafka, retention is the topic's".into());
+                }
+                match &self.kafka {
+                    None => Err("backend: kafka needs a kafka: block with at least brokers".into()),
+                    Some(k) => k.validate(),
+                }
+            }
+        }
+    }
+}
+
+fn default_log() -> LogSection {
+    LogSection { backend: Backend::Embedded, dir: PathBuf::new(), segment_bytes: None, disk_budget_bytes: None, kafka: None }
 }
 
 impl Config {
@@ -208,3 +272,6 @@ fn validate(config: &Config, text: &str, file: &str) -> Result<(), ConfigError> 
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod log_tests;

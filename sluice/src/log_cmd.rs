@@ -20,6 +20,7 @@ pub struct CursorRow {
 
 /// The destinations of the config, then the stale cursors.
 pub fn rows(config: &Config) -> anyhow::Result<Vec<CursorRow>> {
+    embedded_only(config)?;
     let state = sluice_eventlog::inspect(&config.log.dir)?;
     let mut rows: Vec<CursorRow> = config
         .destinations
@@ -47,6 +48,7 @@ pub fn cursors(config: &Config, out: &mut dyn Write) -> anyhow::Result<Vec<Curso
 /// Deletes the cursor of `id`, which must not be a destination of the config (its worker, or
 /// its return from `enabled: false`, would start over from the oldest record).
 pub fn drop_cursor(config: &Config, id: &str) -> anyhow::Result<CursorState> {
+    embedded_only(config)?;
     if let Some(d) = config.destinations.iter().find(|d| d.id == id) {
         let how = if d.enabled { "" } else { " (disabled)" };
         bail!("destination {id:?} is in the config{how}; only the cursor of a destination removed from the config can be dropped");
@@ -57,4 +59,14 @@ pub fn drop_cursor(config: &Config, id: &str) -> anyhow::Result<CursorState> {
     };
     sluice_eventlog::drop_cursor(&config.log.dir, id)?;
     Ok(found)
+}
+
+/// Cursors are the embedded log's; Kafka keeps a consumer group per destination instead.
+fn embedded_only(config: &Config) -> anyhow::Result<()> {
+    if config.log.backend == crate::config::Backend::Kafka {
+        bail!(
+            "`sluice log` looks at the embedded log; with log.backend: kafka each destination is the consumer group sluice-<destination id>: look at it with your Kafka tools (e.g. kafka-consumer-groups --describe --group sluice-<id>)"
+        );
+    }
+    Ok(())
 }

@@ -14,10 +14,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the collector, the event log and the router in one process.
+    /// Run the collector, the event log and the router (or one of them, see --role).
     Run {
         #[arg(long, default_value = "config/sluice.yaml")]
         config: PathBuf,
+        /// What this process runs: `collector` (HTTP ingest), `router` (destination workers) or
+        /// `all`. Separate roles need log.backend: kafka.
+        #[arg(long, env = "SLUICE_ROLE", value_enum, default_value = "all")]
+        role: run::Role,
     },
     /// Check a config file (and compile its scripts) without starting anything.
     Validate {
@@ -153,8 +157,8 @@ fn init_logging() {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     let stdout = &mut std::io::stdout();
     match command {
-        Command::Run { config } => {
-            run::run(config::load(&config)?)?;
+        Command::Run { config, role } => {
+            run::run(config::load(&config)?, role)?;
         }
         Command::Validate { config } => {
             let c = config::load(&config)?;

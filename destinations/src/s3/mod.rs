@@ -1,7 +1,9 @@
 //! The `s3` destination: one object per batch and source in an S3 (or S3-compatible) bucket.
 //!
 //! Keys are `{prefix}/{source}/{yyyy}/{mm}/{dd}/{hh}/{first_offset}-{last_offset}.{ext}` with the
-//! offsets zero-padded to 20 digits (as in the `files` sink) so keys sort in log order. Everything
+//! offsets zero-padded to 20 digits (as in the `files` sink) so keys sort in log order; from a
+//! partitioned log (Kafka) the name is `p{partition:04}-{first_offset}-{last_offset}`
+//! (`Batch::span_name`). Everything
 //! in a key comes from the batch itself, so a retried batch writes the same keys and overwrites its
 //! earlier objects instead of duplicating them:
 //! - the offsets are the lowest and highest of that source's events in the batch;
@@ -199,15 +201,16 @@ impl S3Destination {
     }
 
     /// The key of the object holding `source`'s events with offsets `first..=last`.
-    fn key(&self, source: &str, hour: DateTime<Utc>, first: u64, last: u64) -> String {
+    fn key(&self, batch: &Batch, source: &str, hour: DateTime<Utc>, first: u64, last: u64) -> String {
         let prefix = self.config.prefix.trim_matches('/');
         let slash = if prefix.is_empty() { "" } else { "/" };
         format!(
-            "{prefix}{slash}{source}/{:04}/{:02}/{:02}/{:02}/{first:020}-{last:020}.{}",
+            "{prefix}{slash}{source}/{:04}/{:02}/{:02}/{:02}/{}.{}",
             hour.year(),
             hour.month(),
             hour.day(),
             hour.hour(),
+            batch.span_name(first, last),
             self.config.format.extension()
         )
     }
@@ -224,7 +227,7 @@ impl S3Destination {
         let hour = encode::received_at(&events[0].json).unwrap_or_else(Utc::now);
         let first = events.iter().map(|e| e.offset).min().unwrap_or(0);
         let last = events.iter().map(|e| e.offset).max().unwrap_or(0);
-        let key = self.key(source, hour, first, last);
+        let key = self.key(batch, source, hour, first, last);
         let format = self.config.format;
         let count = events.len();
         // Gzip and Parquet encoding of a large batch is CPU work that would stall the executor.

@@ -190,11 +190,10 @@ impl SnowflakeDestination {
         let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
         let attempt = nonce();
         let dir = format!(
-            "{}/{}/{:020}-{:020}-{attempt}",
+            "{}/{}/{}-{attempt}",
             schema::to_identifier(&batch.destination),
             table.table,
-            batch.first_offset(),
-            batch.last_offset(),
+            batch.span_name(batch.first_offset(), batch.last_offset()),
         );
         self.upload(&dir, files).await?;
         let result = async {

@@ -83,9 +83,11 @@ async fn data(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
             "by_reason": by_label(&samples, collector_metric::REJECTED, "reason"),
         },
         "log": {
+            "backend": log.backend,
             "size_bytes": log.size_bytes,
             "budget_bytes": log.budget_bytes,
-            "next_offset": s.log.next_offset(),
+            // The embedded log's gauge; a Kafka topic's end lives with its brokers (0 here).
+            "next_offset": sum(sluice_eventlog::metric::NEXT_OFFSET, &[]),
             "refusing_appends": log.refusing_appends,
             "write_error": log.write_error,
         },

@@ -21,7 +21,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
-use sluice_eventlog::EventLog;
+use sluice_eventlog::{LogHealth, LogSource, LogWriter};
 use sluice_recent::RecentErrors;
 use sluice_router::DestinationState;
 
@@ -35,10 +35,30 @@ pub struct AdminDestination {
     pub state: Option<DestinationState>,
 }
 
+/// The log as this process's role has it: the writer in a collector, the source in a router,
+/// both in `--role all`.
+#[derive(Clone)]
+pub struct AdminLog {
+    pub writer: Option<Arc<dyn LogWriter>>,
+    pub source: Option<Arc<dyn LogSource>>,
+}
+
+impl AdminLog {
+    /// The writer's health where there is one (ingest is what readiness is about), else the
+    /// reader side's.
+    pub fn health(&self) -> LogHealth {
+        match (&self.writer, &self.source) {
+            (Some(w), _) => w.health(),
+            (None, Some(s)) => s.health(),
+            (None, None) => LogHealth { backend: "none", size_bytes: 0, budget_bytes: 0, refusing_appends: false, write_error: None },
+        }
+    }
+}
+
 /// Everything the admin handlers read; shared by the listener's workers.
 pub struct AdminState {
     pub prometheus: PrometheusHandle,
-    pub log: EventLog,
+    pub log: AdminLog,
     pub destinations: Vec<AdminDestination>,
     pub recent: Arc<RecentErrors>,
     token: Option<Token>,
@@ -60,7 +80,7 @@ impl AdminState {
     pub fn new(
         config: &Config,
         prometheus: PrometheusHandle,
-        log: EventLog,
+        log: AdminLog,
         states: Vec<DestinationState>,
         recent: Arc<RecentErrors>,
     ) -> anyhow::Result<AdminState> {
@@ -75,9 +95,12 @@ impl AdminState {
                 Some(Token(Sha256::digest(value.trim().as_bytes()).into()))
             }
         };
+        // A collector-only process runs no destination: it reports none.
+        let routes = log.source.is_some();
         let destinations = config
             .destinations
             .iter()
+            .filter(|_| routes)
             .map(|d| AdminDestination {
                 id: d.id.clone(),
                 enabled: d.enabled,
@@ -125,8 +148,7 @@ impl AdminState {
 
     /// Events written to the log that `id` has not yet passed.
     fn lag_events(&self, id: &str) -> Option<u64> {
-        let cursor = self.log.cursor(id).ok().flatten().unwrap_or(0);
-        Some(self.log.next_offset().saturating_sub(cursor))
+        self.log.source.as_ref()?.lag(id)
     }
 }
 
@@ -167,7 +189,9 @@ async fn ready(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
     }
     let log = s.log.health();
     let mut reasons = Vec::new();
-    if log.refusing_appends {
+    if log.refusing_appends && log.backend == "kafka" {
+        reasons.push("log_full: the Kafka producer's queue is full; ingest answers 503".to_string());
+    } else if log.refusing_appends {
         reasons.push(format!(
             "log_full: the event log's disk budget is used up ({} of {} bytes); ingest answers 503",
             log.size_bytes, log.budget_bytes
@@ -194,6 +218,7 @@ async fn ready(req: HttpRequest, s: web::Data<AdminState>) -> HttpResponse {
         "ready": reasons.is_empty(),
         "reasons": reasons,
         "log": {
+            "backend": log.backend,
             "size_bytes": log.size_bytes,
             "budget_bytes": log.budget_bytes,
             "used_ratio": log.used_ratio(),
