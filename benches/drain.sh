@@ -97,10 +97,12 @@ for run in $(seq "$RUNS"); do
   dir="$WORK/run-$run"; mkdir -p "$dir"
   config "$dir" false "$bucket"
   RUST_LOG=warn "$SLUICE" run --config "$dir/sluice.yaml" 2>"$dir/fill.stderr" & pid=$!; PIDS+=($pid)
-  wait_port "$PORT"
-  while :; do
-    have=$(curl -s "http://127.0.0.1:$PORT/health" | sed -n 's/.*"next_offset":\([0-9]*\).*/\1/p')
+  wait_port "$PORT"; wait_port "$ADMIN_PORT"
+  for fill in $(seq 50); do
+    have=$(metric_sum sluice_log_next_offset)   # the records in the log (the admin listener's metric)
     [ "${have:-0}" -ge "$EVENTS" ] && break
+    # Never fill without bound: a count that does not show up stops the benchmark.
+    [ "$fill" = 50 ] && { echo "the log never reached $EVENTS events (sluice_log_next_offset: $have)" >&2; exit 1; }
     need=$((EVENTS - have)); secs=$(( (need + 199999) / 200000 ))
     "$BIN/bench-load" "http://127.0.0.1:$PORT/v1/batch" "$WORK/batch.json" 100 200000 "$secs" --concurrency 64 > "$dir/fill.out"
   done
