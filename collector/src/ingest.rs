@@ -42,10 +42,15 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, collector: web::Data<Collecto
 
 async fn health(c: web::Data<Collector>) -> HttpResponse {
     let log = c.log.health();
-    HttpResponse::Ok().json(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": "ok",
         "log": { "backend": log.backend, "size_bytes": log.size_bytes },
-    }))
+    });
+    // The embedded log's count of records, as /health always reported it.
+    if let Some(next) = log.next_offset {
+        body["log"]["next_offset"] = next.into();
+    }
+    HttpResponse::Ok().json(body)
 }
 
 async fn handle(

@@ -170,6 +170,10 @@ async fn health_and_cors_preflight() {
     let app = app!(s);
     let resp = test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
     assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = test::read_body_json(resp).await;
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["log"]["backend"], "embedded");
+    assert_eq!(body["log"]["next_offset"], 0, "the embedded log's record count, as /health always gave it: {body}");
     let req = test::TestRequest::default()
         .method(actix_web::http::Method::OPTIONS)
         .uri("/v1/batch")

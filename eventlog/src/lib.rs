@@ -427,6 +427,7 @@ impl EventLog {
     pub fn health(&self) -> LogHealth {
         LogHealth {
             backend: "embedded",
+            next_offset: Some(self.next_offset()),
             size_bytes: self.size_bytes(),
             budget_bytes: self.shared.budget_bytes,
             refusing_appends: self.shared.refusing.load(Ordering::Relaxed),
@@ -440,6 +441,9 @@ impl EventLog {
 pub struct LogHealth {
     /// `embedded` or `kafka`: readiness words its reasons after it.
     pub backend: &'static str,
+    /// Offset the next appended record gets (the records ever appended), where the backend has
+    /// one number for it: the embedded log; `None` for Kafka (one per partition).
+    pub next_offset: Option<u64>,
     pub size_bytes: u64,
     pub budget_bytes: u64,
     /// Appends are being refused because the disk budget is used up (ingest answers 503).

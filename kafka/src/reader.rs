@@ -68,7 +68,7 @@ impl LogSource for KafkaSource {
     }
 
     fn health(&self) -> LogHealth {
-        LogHealth { backend: "kafka", size_bytes: 0, budget_bytes: 0, refusing_appends: false, write_error: None }
+        LogHealth { backend: "kafka", next_offset: None, size_bytes: 0, budget_bytes: 0, refusing_appends: false, write_error: None }
     }
 }
 

@@ -127,6 +127,7 @@ impl LogWriter for KafkaWriter {
         };
         LogHealth {
             backend: "kafka",
+            next_offset: None,
             size_bytes: 0,
             budget_bytes: 0,
             refusing_appends: self.state.queue_full.load(Ordering::Relaxed),

@@ -50,7 +50,7 @@ impl AdminLog {
         match (&self.writer, &self.source) {
             (Some(w), _) => w.health(),
             (None, Some(s)) => s.health(),
-            (None, None) => LogHealth { backend: "none", size_bytes: 0, budget_bytes: 0, refusing_appends: false, write_error: None },
+            (None, None) => LogHealth { backend: "none", next_offset: None, size_bytes: 0, budget_bytes: 0, refusing_appends: false, write_error: None },
         }
     }
 }
