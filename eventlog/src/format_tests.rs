@@ -9,9 +9,14 @@ pub(crate) fn v1_record(source: &str, event: &str) -> Vec<u8> {
     let mut payload = vec![1u8, source.len() as u8];
     payload.extend_from_slice(source.as_bytes());
     payload.extend_from_slice(event.as_bytes());
+    framed(&payload)
+}
+
+/// `payload` framed as a segment stores it: `len | crc32 | payload`.
+fn framed(payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
     out
 }
 
@@ -80,10 +85,7 @@ fn v2_record(source: &str, key_id: &str, event: &str) -> Vec<u8> {
     payload.push(key_id.len() as u8);
     payload.extend_from_slice(key_id.as_bytes());
     payload.extend_from_slice(event.as_bytes());
-    let mut out = (payload.len() as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
+    framed(&payload)
 }
 
 #[tokio::test]

@@ -165,6 +165,21 @@ mod tests {
         assert_eq!(record.head(), Some(head));
     }
 
+    /// A head of 128 bytes or more needs a longer length prefix than the one byte reserved for
+    /// it: the head moves right, and the user key's place must move with it.
+    #[test]
+    fn a_long_head_keeps_its_user_key_in_place() {
+        let user = "u".repeat(300);
+        let head = EventHead { user: user.as_str().into(), message_id: "generated".into(), ..Default::default() };
+        let mut out = b"xx".to_vec();
+        // The event does not hold the user, so the head copies it (over 300 bytes).
+        let range = encode(&mut out, "web", "k1", Some(&head), br#"{"userId":"someone-else"}"#, &[]);
+        assert_eq!(&out[range], user.as_bytes());
+        let record = Record::from_payload(0, Bytes::copy_from_slice(&out[2..])).unwrap();
+        assert_eq!(record.head(), Some(head));
+        assert_eq!(&record.event[..], br#"{"userId":"someone-else"}"#);
+    }
+
     #[test]
     fn an_event_without_a_head_reads_as_one() {
         let mut out = Vec::new();

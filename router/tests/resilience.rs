@@ -4,29 +4,15 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::{append, destination, sorted, wait_for, Receiver, FAST};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use common::{append, counter, destination, metrics, sorted, wait_for, Receiver, FAST};
 use sluice_destinations::{Batch, Delivered, DeliveryError, Destination};
 use sluice_eventlog::{EventLog, LogConfig};
 use sluice_router::{AlertsConfig, Alerter, DeadLetters, RoutedDestination, Router, Stage};
 use sluice_transformer::Registry;
-
-/// One Prometheus recorder for the whole test binary (a recorder is process-global); each test
-/// reads only the series of its own destinations.
-fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
-}
-
-/// The value of `name{destination="dest"}`, 0 when absent.
-fn counter(name: &str, dest: &str) -> u64 {
-    let want = format!("{name}{{destination=\"{dest}\"}} ");
-    metrics().render().lines().find_map(|l| l.strip_prefix(&want).map(|v| v.trim().parse().unwrap())).unwrap_or(0)
-}
 
 /// Bytes of the n-th record of a segment file: (position, length with header).
 fn record_at(bytes: &[u8], n: usize) -> (usize, usize) {

@@ -4,22 +4,10 @@
 
 mod common;
 
-use std::sync::OnceLock;
 
-use common::{append, destination, setup, sorted, start, wait_for, Receiver};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use common::{append, counter, destination, metrics, setup, sorted, start, wait_for, Receiver};
 use serde_json::Value;
 use sluice_transformer::{Registry, TransformationConfig};
-
-fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
-}
-
-fn counter(name: &str, dest: &str) -> u64 {
-    let want = format!("{name}{{destination=\"{dest}\"}} ");
-    metrics().render().lines().find_map(|l| l.strip_prefix(&want).map(|v| v.trim().parse().unwrap())).unwrap_or(0)
-}
 
 fn registry(dir: &std::path::Path, scripts: &[(&str, &str)]) -> Registry {
     let configs: Vec<TransformationConfig> = scripts

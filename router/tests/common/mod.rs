@@ -3,7 +3,7 @@
 //! `delivery.rs` keeps its own simpler receiver.
 #![allow(dead_code)] // each test file uses a different part of this module
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -179,4 +179,17 @@ pub fn setup() -> (tempfile::TempDir, EventLog, Arc<DeadLetters>) {
 pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
+}
+
+/// One Prometheus recorder for the whole test binary (a recorder is process-global); each test
+/// reads only the series of its own destinations.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap())
+}
+
+/// The value of `name{destination="dest"}`, 0 when absent.
+pub fn counter(name: &str, dest: &str) -> u64 {
+    let want = format!("{name}{{destination=\"{dest}\"}} ");
+    metrics().render().lines().find_map(|l| l.strip_prefix(&want).map(|v| v.trim().parse().unwrap())).unwrap_or(0)
 }
