@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use rhai::Dynamic;
 
-use crate::convert::{event_from_json, event_to_json};
+use crate::convert::event_from_json;
+use crate::lazy;
 use crate::registry::Slot;
 use crate::script::{Compiled, Outputs};
 use crate::{Meta, TransformError};
@@ -83,20 +84,25 @@ impl Chain {
         }
         states
             .into_iter()
-            .map(|s| s.map(|items| items.iter().map(event_to_json).collect()))
+            .map(|s| s.map(|items| items.into_iter().map(lazy::into_json).collect()))
             .collect()
     }
 }
 
 fn run_through(stages: &[Arc<Compiled>], bytes: &[u8], meta: &Meta) -> Result<Vec<Vec<u8>>, TransformError> {
-    let mut items = vec![event_from_json(bytes)?];
+    // The event stays bytes for as long as the scripts only hand it to helpers that read bytes
+    // (`lazy.rs`), and becomes a map at the first one that looks inside it.
+    let mut items = vec![lazy::input(bytes, stages[0].lazy_event)?];
     for compiled in stages {
+        if !compiled.lazy_event {
+            items.iter_mut().try_for_each(lazy::to_map)?;
+        }
         items = run_each(compiled, items, meta)?;
         if items.is_empty() {
             break;
         }
     }
-    Ok(items.iter().map(event_to_json).collect())
+    Ok(items.into_iter().map(lazy::into_json).collect())
 }
 
 fn run_each(compiled: &Compiled, items: Outputs, meta: &Meta) -> Result<Outputs, TransformError> {

@@ -79,21 +79,23 @@ pub fn parse(bytes: &[u8]) -> Result<Dynamic, String> {
     Ok(value)
 }
 
-struct Parser<'a> {
-    text: &'a str,
-    bytes: &'a [u8],
-    pos: usize,
+/// Also the cursor of `helpers::scrub_bytes`, which reads an event the same way without building
+/// values.
+pub(crate) struct Parser<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) pos: usize,
     depth: usize,
 }
 
 /// A string's content: borrowed from the input when it has no escapes (the usual case).
-enum Text<'a> {
+pub(crate) enum Text<'a> {
     Borrowed(&'a str),
     Owned(String),
 }
 
 impl Text<'_> {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Text::Borrowed(s) => s,
             Text::Owned(s) => s,
@@ -102,6 +104,11 @@ impl Text<'_> {
 }
 
 impl<'a> Parser<'a> {
+    /// At the start of `text` (already checked to be UTF-8).
+    pub(crate) fn new(text: &'a str) -> Parser<'a> {
+        Parser { text, bytes: text.as_bytes(), pos: 0, depth: 0 }
+    }
+
     fn error(&self, what: &str) -> String {
         let before = &self.bytes[..self.pos.min(self.bytes.len())];
         let line = before.iter().filter(|b| **b == b'\n').count() + 1;
@@ -109,11 +116,11 @@ impl<'a> Parser<'a> {
         format!("{what} at line {line} column {column}")
     }
 
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn skip_ws(&mut self) {
+    pub(crate) fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.pos += 1;
         }
@@ -158,7 +165,7 @@ impl<'a> Parser<'a> {
         value
     }
 
-    fn literal(&mut self, word: &str, value: Dynamic) -> Result<Dynamic, String> {
+    pub(crate) fn literal(&mut self, word: &str, value: Dynamic) -> Result<Dynamic, String> {
         if self.bytes[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(value)
@@ -221,7 +228,7 @@ impl<'a> Parser<'a> {
     }
 
     /// At the opening quote.
-    fn string(&mut self) -> Result<Text<'a>, String> {
+    pub(crate) fn string(&mut self) -> Result<Text<'a>, String> {
         self.pos += 1;
         let start = self.pos;
         let run = self.plain_run();
@@ -312,7 +319,7 @@ impl<'a> Parser<'a> {
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`: an integer when it has neither fraction
     /// nor exponent and fits `i64`, else a float (as rhai's serde support mapped numbers).
-    fn number(&mut self) -> Result<Dynamic, String> {
+    pub(crate) fn number(&mut self) -> Result<Dynamic, String> {
         let start = self.pos;
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -473,7 +480,7 @@ static ESCAPE: [u8; 256] = {
     table
 };
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);

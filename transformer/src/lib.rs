@@ -23,6 +23,7 @@ mod chain;
 pub mod convert;
 mod error;
 pub mod helpers;
+mod lazy;
 mod registry;
 mod scan;
 mod script;

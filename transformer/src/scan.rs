@@ -264,6 +264,47 @@ pub fn meta_reads_only(source: &str, meta: &str, allowed: &[&str]) -> bool {
     true
 }
 
+/// Whether every mention of the variable `event` in the body of `span` hands it whole to one of
+/// `helpers` as the first argument (`helper(event, …)`, `helper(event)`, `event.helper(…)`),
+/// apart from the body's last statement at `trailing` (the bare variable, returned). Comments
+/// and quoted strings are skipped; back-tick strings are read as code, so an interpolated
+/// `${event}` counts as a mention, and any other mention makes the answer false.
+pub fn event_only_handed_to(
+    source: &str,
+    span: &FnSpan,
+    event: &str,
+    helpers: &[&str],
+    trailing: Option<(usize, usize)>,
+) -> bool {
+    let mut s = Scanner { src: source.as_bytes(), pos: span.header.1 };
+    let mut tokens: Vec<(usize, &str)> = Vec::new();
+    while s.skip_trivia() && s.pos < span.close {
+        let start = s.pos;
+        match s.peek(0) {
+            b'"' | b'\'' => s.skip_quoted(s.peek(0)),
+            b'#' if s.is_raw_string_start() => s.skip_raw(),
+            b if is_ident_byte(b) => tokens.push((start, s.word())),
+            _ => {
+                s.pos += 1;
+                tokens.push((start, &source[start..s.pos.min(source.len())]));
+            }
+        }
+    }
+    let at = |i: usize| tokens.get(i).map_or("", |t| t.1);
+    let before = |i: usize, n: usize| i.checked_sub(n).map_or("", at);
+    tokens.iter().enumerate().all(|(i, &(start, word))| {
+        if word != event || trailing.is_some_and(|(a, _)| a == start) {
+            return true;
+        }
+        let as_argument = before(i, 1) == "("
+            && helpers.contains(&before(i, 2))
+            && before(i, 3) != "."
+            && matches!(at(i + 1), "," | ")");
+        let as_receiver = at(i + 1) == "." && helpers.contains(&at(i + 2)) && at(i + 3) == "(" && before(i, 1) != ".";
+        as_argument || as_receiver
+    })
+}
+
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -317,6 +358,32 @@ mod tests {
         assert!(!meta_reads_only("{ e.m = meta; e }", "meta", &ok));
         assert!(!meta_reads_only("{ e.d = meta[\"destination\"]; e }", "meta", &ok));
     }
+
+    #[test]
+    fn an_event_only_handed_to_helpers_is_found() {
+        let only = |src: &str| {
+            let fns = functions(src).unwrap();
+            let span = fns.iter().find(|f| f.name == "transform").unwrap();
+            let trailing = trailing_identifier(src, span, "event");
+            event_only_handed_to(src, span, "event", &["scrub_pii"], trailing)
+        };
+        assert!(only(SHIPPED));
+        assert!(only("fn transform(event, meta) { scrub_pii(event); event.scrub_pii(meta.params); event }"));
+        assert!(only("fn transform(event, meta) { // the event\n let s = \"event.x\"; scrub_pii( event , #{}); event }"));
+        assert!(only("fn transform(event, meta) { if meta.params.off { return (); } scrub_pii(event, ()); event }"));
+        assert!(only("fn helper(event) { event.x } fn transform(event, meta) { event }"), "other functions are not read");
+        assert!(!only("fn transform(event, meta) { scrub_pii(event); event.x = 1; event }"));
+        assert!(!only("fn transform(event, meta) { scrub_pii(event); return event; }"));
+        assert!(!only("fn transform(event, meta) { scrub_pii(event); [event, event] }"));
+        assert!(!only("fn transform(event, meta) { let e = event; e }"));
+        assert!(!only("fn transform(event, meta) { mask_keys(event, [\"x\"]); event }"));
+        assert!(!only("fn transform(event, meta) { x.scrub_pii(event); event }"));
+        assert!(!only("fn transform(event, meta) { scrub_pii(event.traits); event }"));
+        assert!(!only("fn transform(event, meta) { print(`${event}`); event }"));
+        assert!(!only("fn transform(event, meta) { scrub_pii(event); event?.x }"));
+    }
+
+    const SHIPPED: &str = include_str!("../../transforms/scrub_pii.rhai");
 
     #[test]
     fn top_level_code_is_reported_with_its_line() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Scope, AST};
 
 use crate::error::{LimitKind, ScriptRef, TransformError};
-use crate::{helpers, scan, Limits, Meta};
+use crate::{helpers, lazy, scan, Limits, Meta};
 
 /// How often (in operations) the progress callback looks at the clock: reading it costs about as
 /// much as a cheap Rhai operation, and 64 operations take microseconds, far below any budget.
@@ -133,6 +133,9 @@ struct KeepEvent;
 
 const KEEP_EVENT_FN: &str = "__sluice_keep_event";
 
+/// The helpers that take a [`crate::lazy::LazyEvent`] as well as a map.
+const LAZY_HELPERS: [&str; 1] = ["scrub_pii"];
+
 /// An entry point (`transform` or `transform_batch`) compiled as top-level code: see `scan.rs`
 /// for why.
 struct Entry {
@@ -159,6 +162,9 @@ pub struct Compiled {
     /// The script may look at `meta.destination` (or at `meta` as a whole), so its output can
     /// differ per destination and destinations cannot share one run of it.
     pub reads_destination: bool,
+    /// `fn transform` only hands its event to `scrub_pii` and returns it: the event can stay
+    /// bytes (`lazy.rs`).
+    pub lazy_event: bool,
 }
 
 impl Compiled {
@@ -237,7 +243,15 @@ impl Compiled {
             .into_iter()
             .flatten()
             .any(|e| !scan::meta_reads_only(&bodies, &e.params[1], &SHARED_META));
+        let lazy_event = batch.is_none()
+            && !ast.iter_functions().any(|f| LAZY_HELPERS.contains(&f.name))
+            && transform.as_ref().is_some_and(|entry| {
+                let span = spans.iter().find(|f| f.name == "transform").expect("entry has a span");
+                let trailing = scan::trailing_identifier(source, span, &entry.params[0]);
+                scan::event_only_handed_to(source, span, &entry.params[0], &LAZY_HELPERS, trailing)
+            });
         Ok(Compiled {
+            lazy_event,
             reads_destination,
             id: NEXT_COMPILED_ID.fetch_add(1, Ordering::Relaxed),
             has_transform: transform.is_some(),
@@ -378,7 +392,7 @@ impl Compiled {
 
     /// Interprets a returned value: a map is one event, `()` a drop, an array a split.
     fn outputs(&self, value: Dynamic) -> Result<Outputs, TransformError> {
-        if value.is_map() {
+        if lazy::is_event(&value) {
             return Ok(vec![value]);
         }
         if value.is_unit() {
@@ -393,7 +407,7 @@ impl Compiled {
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let item = item.flatten();
-            if !item.is_map() {
+            if !lazy::is_event(&item) {
                 return Err(self.bad_output(format!(
                     "element {i} of the returned array is a {}, not an event (a map)",
                     item.type_name()

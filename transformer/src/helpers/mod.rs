@@ -3,12 +3,15 @@
 
 pub mod names;
 pub mod scrub;
+pub mod scrub_bytes;
 pub mod text;
 pub mod walk;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, INT};
 
 use walk::{Names, Target};
+
+use crate::lazy::LazyEvent;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -178,5 +181,18 @@ fn register_scrub(engine: &mut Engine) {
         })
         .register_fn("scrub_pii", |event: &mut Map| {
             count(scrub::scrub_pii(event, &scrub::ScrubOptions::default()))
+        });
+    // The same three for an event that stays bytes (`lazy.rs`).
+    engine
+        .register_type_with_name::<LazyEvent>("map")
+        .register_fn("scrub_pii", |event: &mut LazyEvent, options: Map| -> Res<INT> {
+            let opts = scrub::ScrubOptions::from_map(&options)?;
+            event.scrub_pii(&opts).map(count)
+        })
+        .register_fn("scrub_pii", |event: &mut LazyEvent, _: ()| {
+            event.scrub_pii(&scrub::ScrubOptions::default()).map(count)
+        })
+        .register_fn("scrub_pii", |event: &mut LazyEvent| {
+            event.scrub_pii(&scrub::ScrubOptions::default()).map(count)
         });
 }

@@ -63,9 +63,32 @@ pub fn carried_names(event: &Map) -> Vec<ImmutableString> {
             collect(traits, &mut names);
         }
     }
-    // Longest first, so "Bob Jones" is replaced whole before "Bob" would split it.
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    sort_carried(&mut names);
     names
+}
+
+/// Longest first, so "Bob Jones" is replaced whole before "Bob" would split it; among names of
+/// one length, by text ignoring ASCII case, so the order does not depend on the order of the
+/// keys the names came from (the byte path reads them in the event's order, a map in key order).
+pub fn sort_carried(names: &mut [ImmutableString]) {
+    names.sort_by(|a, b| {
+        b.len().cmp(&a.len()).then_with(|| {
+            a.bytes().map(|c| c.to_ascii_lowercase()).cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+        })
+    });
+}
+
+/// Adds the name `value` carries (whole, trimmed, and word by word) to `names`, skipping those
+/// shorter than [`MIN_NAME_CHARS`] and those already there (ignoring ASCII case).
+pub fn add_carried(names: &mut Vec<ImmutableString>, value: &str) {
+    let whole = value.trim();
+    let mut add = |n: &str| {
+        if n.chars().count() >= MIN_NAME_CHARS && !names.iter().any(|have| have.eq_ignore_ascii_case(n)) {
+            names.push(n.into());
+        }
+    };
+    add(whole);
+    whole.split_whitespace().for_each(&mut add);
 }
 
 fn collect(traits: &Dynamic, names: &mut Vec<ImmutableString>) {
@@ -75,14 +98,7 @@ fn collect(traits: &Dynamic, names: &mut Vec<ImmutableString>) {
             continue;
         }
         let Ok(value) = v.as_immutable_string_ref() else { continue };
-        let whole = value.trim();
-        let mut add = |n: &str| {
-            if n.chars().count() >= MIN_NAME_CHARS && !names.iter().any(|have| have.eq_ignore_ascii_case(n)) {
-                names.push(n.into());
-            }
-        };
-        add(whole);
-        whole.split_whitespace().for_each(&mut add);
+        add_carried(names, &value);
     }
 }
 

@@ -53,7 +53,7 @@ pub const IDENTITY_KEYS: [&str; 3] = ["userId", "anonymousId", "previousId"];
 
 // Built once per process: the default call (`params: {}`) then allocates nothing for names.
 static DEFAULT_NAMES: LazyLock<Names> = LazyLock::new(|| Names::from_strs(&DEFAULT_FIELDS));
-static IDENTITY_NAMES: LazyLock<Names> = LazyLock::new(|| Names::from_strs(&IDENTITY_KEYS));
+pub(super) static IDENTITY_NAMES: LazyLock<Names> = LazyLock::new(|| Names::from_strs(&IDENTITY_KEYS));
 
 /// What happens to the value of a key named in `fields`.
 #[derive(Debug, Clone)]
@@ -69,10 +69,10 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct ScrubOptions {
     fields: Cow<'static, Names>,
-    mode: Mode,
+    pub(super) mode: Mode,
     hmac_key: Option<ImmutableString>,
-    redact_text_emails: bool,
-    person_names: bool,
+    pub(super) redact_text_emails: bool,
+    pub(super) person_names: bool,
 }
 
 impl Default for ScrubOptions {
@@ -143,12 +143,12 @@ impl ScrubOptions {
         Ok(out)
     }
 
-    fn key(&self) -> Option<&str> {
+    pub(super) fn key(&self) -> Option<&str> {
         self.hmac_key.as_ref().map(|k| k.as_str())
     }
 
     /// Whether the field rules apply to `key`.
-    fn is_field(&self, key: &str) -> bool {
+    pub(super) fn is_field(&self, key: &str) -> bool {
         self.fields.matches(key) || self.person_names && names::is_person_name_key(key)
     }
 }
