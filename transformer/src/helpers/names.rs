@@ -121,7 +121,15 @@ fn replace_word(text: &str, word: &str) -> Option<String> {
     }
     let mut out = String::new();
     let (mut copied, mut i) = (0, 0);
-    while i + needle.len() <= hay.len() {
+    // Candidates are found by their first byte (either case) with memchr: most strings hold no
+    // name at all, and comparing at every position was a tenth of the byte path's time.
+    let (lower, upper) = (needle[0].to_ascii_lowercase(), needle[0].to_ascii_uppercase());
+    let last = hay.len() - needle.len();
+    while i <= last {
+        match memchr::memchr2(lower, upper, &hay[i..=last]) {
+            Some(at) => i += at,
+            None => break,
+        }
         if hay[i..i + needle.len()].eq_ignore_ascii_case(needle)
             && text.is_char_boundary(i)
             && text.is_char_boundary(i + needle.len())

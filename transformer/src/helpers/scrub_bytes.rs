@@ -332,7 +332,8 @@ fn skip(p: &mut Parser, depth: &mut usize) -> Option<()> {
 }
 
 /// The names the event carries in `traits` and `context.traits` (as `names::carried_names`),
-/// read before anything is rewritten: `properties` may come before `traits`.
+/// read before anything is rewritten: `properties` may come before `traits`. The other values
+/// are passed over with [`skip_fast`]; the rewrite that follows checks every byte.
 fn carried_names(text: &str) -> Option<Vec<ImmutableString>> {
     let mut p = Parser::new(text);
     let mut depth = 0;
@@ -341,12 +342,51 @@ fn carried_names(text: &str) -> Option<Vec<ImmutableString>> {
         "traits" => collect(p, depth, &mut names),
         "context" => each_member(p, depth, &mut |p, depth, key| match key {
             "traits" => collect(p, depth, &mut names),
-            _ => skip(p, depth),
+            _ => skip_fast(p),
         }),
-        _ => skip(p, depth),
+        _ => skip_fast(p),
     })?;
     names::sort_carried(&mut names);
     Some(names)
+}
+
+/// Moves past one value without checking it: strings end at the first unescaped quote (found
+/// with memchr), containers at the bracket that balances the opening one. For the name pre-pass
+/// only, which a malformed event can at worst send to the wrong place, never past the end.
+fn skip_fast(p: &mut Parser) -> Option<()> {
+    let bytes = p.bytes;
+    let mut depth = 0usize;
+    loop {
+        let b = *bytes.get(p.pos)?;
+        match b {
+            b'"' => {
+                p.pos += 1;
+                loop {
+                    p.pos += memchr::memchr2(b'"', b'\\', bytes.get(p.pos..)?)?;
+                    let quote = bytes[p.pos] == b'"';
+                    p.pos += if quote { 1 } else { 2 };
+                    if quote {
+                        break;
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                p.pos += 1;
+            }
+            // At depth 0 this closes the enclosing container: a number or literal ended.
+            b'}' | b']' if depth == 0 => return Some(()),
+            b'}' | b']' => {
+                depth -= 1;
+                p.pos += 1;
+            }
+            b',' | b' ' | b'\n' | b'\t' | b'\r' if depth == 0 => return Some(()),
+            _ => p.pos += 1,
+        }
+        if depth == 0 && matches!(b, b'"' | b'}' | b']') {
+            return Some(());
+        }
+    }
 }
 
 type Member<'f> = dyn FnMut(&mut Parser, &mut usize, &str) -> Option<()> + 'f;
@@ -399,7 +439,7 @@ fn collect(p: &mut Parser, depth: &mut usize, names: &mut Vec<ImmutableString>) 
             names::add_carried(names, value.as_str());
             Some(())
         } else {
-            skip(p, depth)
+            skip_fast(p)
         }
     })
 }
