@@ -8,6 +8,11 @@
 #   RATES="200000 100000 50000" SECONDS_PER_RATE=60 bash benches/end_to_end.sh
 #   CHAIN=none bash benches/end_to_end.sh       # no transformation: the pipeline's own ceiling
 #   SLUICE=/path/to/other/sluice bash benches/end_to_end.sh   # measure another build
+#   BASELINE=no bash benches/end_to_end.sh      # skip the parse-only baseline measured first
+#
+# Issue 16 asks for the end-to-end rate as a share of the parse-only baseline's batch rate in the
+# same run: so the run starts with that baseline (benches/src/bin/baseline_server.rs, read and
+# parse each body, answer 200; wrk, 100-event batches, CONCURRENCY connections, BASELINE_SECONDS).
 #
 # Needs the test backends (bash scripts/backends.sh start, which this script runs).
 set -euo pipefail
@@ -29,7 +34,7 @@ trap cleanup EXIT
 bash scripts/backends.sh start >/dev/null
 PY="$HOME/.cache/sluice/venv/bin/python"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-cargo build --release --locked -q -p sluice -p sluice-benches
+[ "${BUILD:-yes}" = yes ] && cargo build --release --locked -q -p sluice -p sluice-benches
 BIN="$CARGO_TARGET_DIR/release"
 SLUICE="${SLUICE:-$BIN/sluice}"   # or another build of sluice, to compare two builds
 "$BIN/bench-payloads" "$WORK" >&2
@@ -46,6 +51,16 @@ cpu_split() {
   hz=$(getconf CLK_TCK)
   echo "CPU while loaded (100% = one core): sluice $(( (s1 - s0) * 100 / hz / window ))%, bench-load $(( (l1 - l0) * 100 / hz / window ))%, moto $(( (m1 - m0) * 100 / hz / window ))%"
 }
+
+if [ "${BASELINE:-yes}" = yes ]; then
+  "$BIN/baseline-server" "127.0.0.1:$PORT" 2 & base_pid=$!
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+  out=$(BODY="$WORK/batch.json" WRITE_KEY=bench-key wrk -t2 -c"$CONCURRENCY" -d"${BASELINE_SECONDS:-10}s" --timeout 10s \
+    -s benches/wrk/post.lua "http://127.0.0.1:$PORT/v1/batch")
+  kill "$base_pid"; wait "$base_pid" 2>/dev/null || true
+  line=$(grep '^RESULT' <<<"$out"); eval "${line#RESULT }"   # requests= duration_us= ...
+  echo "## parse-only baseline: $(( requests * 100 * 1000000 / duration_us )) events/s (100-event batches, $CONCURRENCY connections, ${BASELINE_SECONDS:-10}s)"
+fi
 
 status=0
 for rate in $RATES; do
