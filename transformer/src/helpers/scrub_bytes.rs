@@ -433,7 +433,7 @@ fn each_member(p: &mut Parser, depth: &mut usize, f: &mut Member) -> Option<()> 
 
 /// The string values of person-name keys directly inside a `traits` object.
 fn collect(p: &mut Parser, depth: &mut usize, names: &mut Vec<ImmutableString>) -> Option<()> {
-    each_member(p, depth, &mut |p, depth, key| {
+    each_member(p, depth, &mut |p, _depth, key| {
         if names::is_person_name_key(key) && p.peek() == Some(b'"') {
             let value = p.string().ok()?;
             names::add_carried(names, value.as_str());
