@@ -122,15 +122,18 @@ for run in $(seq "$RUNS"); do
   rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status")
   delivered=$(metric_sum sluice_destination_delivered_total)
   dead=$(metric_sum sluice_destination_dead_lettered_total)
+  shared=$(metric_sum sluice_transform_shared_total)   # outcomes a destination took from another's run
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$have" "$t0" "$t1" "$cpu" "$hz" "$rss" "$delivered" "$dead" "$load" "$DESTS" "$CHAIN" <<'PY'
+  python3 - "$have" "$t0" "$t1" "$cpu" "$hz" "$rss" "$delivered" "$dead" "$load" "$DESTS" "$CHAIN" "${shared:-0}" <<'PY'
 import sys
-have, t0, t1, cpu, hz, rss, delivered, dead, load, dests, chain = sys.argv[1:]
+have, t0, t1, cpu, hz, rss, delivered, dead, load, dests, chain, shared = sys.argv[1:]
+members = 4 if dests == "four" else 1
+runs = (members * int(have) - int(shared)) / int(have)  # chain runs per event; 1.0 = each event once
 secs = float(t1) - float(t0)
 cpu_s = int(cpu) / int(hz)
 print(f"RESULT dests={dests} chain={chain} events={have} seconds={secs:.2f} drain_events_per_s={int(have)/secs:.0f} "
       f"cpu_s={cpu_s:.1f} cpu_ms_per_1000_events={cpu_s*1e6/int(have):.1f} peak_rss_mb={rss} delivered={delivered} "
-      f"dead_lettered={dead} load_before='{load}'", flush=True)
+      f"dead_lettered={dead} chain_runs_per_event={runs:.2f} load_before='{load}'", flush=True)
 PY
   "$PY" - "$bucket" "$have" "$dir/files" <<'PY' || status=1
 import gzip, io, os, sys, boto3, pyarrow.parquet as pq
