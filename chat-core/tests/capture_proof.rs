@@ -140,7 +140,7 @@ fn every_chat_event_lands_through_sigkills_and_no_name_or_email_does() {
 
     let sluice_port = free_port();
     let chat_port = free_port();
-    let scrub = Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/scrub_pii.rhai");
+    let scrub = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../transforms/scrub_pii.rhai");
     let config = d.join("sluice.yaml");
     fs::write(
         &config,

@@ -144,7 +144,7 @@ async fn source_config_answers_what_the_rudderstack_browser_sdk_checks() {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!("{}/tests/fixtures/{name}", std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))).unwrap()
 }
 
 /// rudder-sdk-go v2 (see docs/sdk-compat.md): `POST /v1/batch`, Basic auth, JSON, gzip by default.

@@ -14,7 +14,7 @@ use serde_yaml::Value;
 /// config/ and transforms/ as the repository does, and the configs name their scripts relative
 /// to it (both tests set the same directory, so running them in parallel is harmless).
 fn repo() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).parent().unwrap().to_path_buf();
     std::env::set_current_dir(&root).unwrap();
     root
 }

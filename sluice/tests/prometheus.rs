@@ -16,7 +16,7 @@ use common::{admin_url, free_port, start_healthy, write_config, Killed};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).parent().unwrap().to_path_buf()
 }
 
 fn prometheus_binary() -> String {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 const MAX_EVENT_DEPTH: usize = 64;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).parent().unwrap().to_path_buf()
 }
 
 struct Sluice {

@@ -36,7 +36,7 @@ pub fn sluice_bin() -> PathBuf {
             return;
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+        let manifest = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../../Cargo.toml");
         let status = Command::new(cargo)
             .args(["build", "-p", "sluice", "--bin", "sluice", "--manifest-path"])
             .arg(manifest)
