@@ -94,6 +94,13 @@ fn run_through(stages: &[Arc<Compiled>], bytes: &[u8], meta: &Meta) -> Result<Ve
     // (`lazy.rs`), and becomes a map at the first one that looks inside it.
     let mut items = vec![lazy::input(bytes, stages[0].lazy_event)?];
     for compiled in stages {
+        if let Some(calls) = &compiled.native_calls {
+            // The script is only `scrub_pii` calls: make them here, without the interpreter.
+            for item in &mut items {
+                lazy::scrub_each(item, calls)?;
+            }
+            continue;
+        }
         if !compiled.lazy_event {
             items.iter_mut().try_for_each(lazy::to_map)?;
         }

@@ -35,20 +35,41 @@ pub enum LazyEvent {
 }
 
 impl LazyEvent {
+    /// The helper as a script calls it.
     pub fn scrub_pii(&mut self, opts: &ScrubOptions) -> Result<usize, Box<EvalAltResult>> {
+        self.scrub(opts).map_err(|e| e.to_string().into())
+    }
+
+    fn scrub(&mut self, opts: &ScrubOptions) -> Result<usize, TransformError> {
         if let LazyEvent::Bytes(bytes) = self {
             if let Some((out, changed)) = scrub_bytes::scrub_bytes(bytes, opts) {
                 *bytes = out;
                 return Ok(changed);
             }
-            let value = event_from_json(bytes).map_err(|e| e.to_string())?;
-            *self = LazyEvent::Map(value.cast::<Map>());
+            *self = LazyEvent::Map(event_from_json(bytes)?.cast::<Map>());
         }
         match self {
             LazyEvent::Map(map) => Ok(scrub::scrub_pii(map, opts)),
             LazyEvent::Bytes(_) => unreachable!("converted above"),
         }
     }
+}
+
+/// A script that is only `scrub_pii` calls (`Compiled::native_calls`), made without the
+/// interpreter: one call per options, on a lazy event or on a map an earlier script returned.
+pub fn scrub_each(item: &mut Dynamic, calls: &[ScrubOptions]) -> Result<(), TransformError> {
+    if let Some(mut lazy) = item.write_lock::<LazyEvent>() {
+        for opts in calls {
+            lazy.scrub(opts)?;
+        }
+        return Ok(());
+    }
+    if let Some(mut map) = item.write_lock::<Map>() {
+        for opts in calls {
+            scrub::scrub_pii(&mut map, opts);
+        }
+    }
+    Ok(())
 }
 
 /// The first input of a chain: bytes for a script that takes a lazy event, a map otherwise.

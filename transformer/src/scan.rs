@@ -276,6 +276,78 @@ pub fn event_only_handed_to(
     helpers: &[&str],
     trailing: Option<(usize, usize)>,
 ) -> bool {
+    let tokens = body_tokens(source, span);
+    let at = |i: usize| tokens.get(i).map_or("", |t| t.1);
+    let before = |i: usize, n: usize| i.checked_sub(n).map_or("", at);
+    tokens.iter().enumerate().all(|(i, &(start, word))| {
+        if word != event || trailing.is_some_and(|(a, _)| a == start) {
+            return true;
+        }
+        let as_argument = before(i, 1) == "("
+            && helpers.contains(&before(i, 2))
+            && before(i, 3) != "."
+            && matches!(at(i + 1), "," | ")");
+        let as_receiver = at(i + 1) == "." && helpers.contains(&at(i + 2)) && at(i + 3) == "(" && before(i, 1) != ".";
+        as_argument || as_receiver
+    })
+}
+
+/// The options argument of one call in a body of calls only (see [`calls_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallArg {
+    /// No argument, or `()`.
+    Default,
+    /// `meta.params`.
+    Params,
+}
+
+/// When the body of `span` is nothing but statements `helper(event)`, `helper(event, ())`,
+/// `helper(event, meta.params)` (or the same as method calls on `event`), then the bare `event`
+/// at `trailing`: the options argument of each call, in order. Such a body needs no interpreter:
+/// the calls can be made directly. `None` for any other body.
+pub fn calls_only(
+    source: &str,
+    span: &FnSpan,
+    [event, meta]: [&str; 2],
+    helper: &str,
+    trailing: Option<(usize, usize)>,
+) -> Option<Vec<CallArg>> {
+    let (end, _) = trailing?;
+    let tokens = body_tokens(source, span);
+    let words: Vec<&str> = tokens.iter().filter(|t| t.0 < end).map(|t| t.1).collect();
+    if tokens.iter().filter(|t| t.0 >= end).count() != 1 {
+        return None; // something follows the returned event
+    }
+    let forms: [(&[&str], CallArg); 6] = [
+        (&[helper, "(", event, ")"], CallArg::Default),
+        (&[helper, "(", event, ",", "(", ")", ")"], CallArg::Default),
+        (&[helper, "(", event, ",", meta, ".", "params", ")"], CallArg::Params),
+        (&[event, ".", helper, "(", ")"], CallArg::Default),
+        (&[event, ".", helper, "(", "(", ")", ")"], CallArg::Default),
+        (&[event, ".", helper, "(", meta, ".", "params", ")"], CallArg::Params),
+    ];
+    let mut calls = Vec::new();
+    let mut rest = words.as_slice();
+    while let Some((first, tail)) = rest.split_first() {
+        if *first == ";" {
+            rest = tail;
+            continue;
+        }
+        let (form, arg) = forms.iter().find(|(form, _)| rest.starts_with(form))?;
+        rest = &rest[form.len()..];
+        // A call is a statement of its own: `;` after it (the returned event comes last).
+        rest = rest.strip_prefix(&[";"]).unwrap_or(rest);
+        calls.push(*arg);
+    }
+    // The last call must have ended with `;`: `scrub_pii(event) event` is not two statements.
+    let last = words.last().copied();
+    (calls.is_empty() || last == Some(";")).then_some(calls)
+}
+
+/// The tokens of a function body: identifiers (and numbers) whole, any other character alone,
+/// with their byte offsets. Comments and quoted strings are left out; back-tick strings are
+/// read as code, so an interpolation's contents are seen.
+fn body_tokens<'a>(source: &'a str, span: &FnSpan) -> Vec<(usize, &'a str)> {
     let mut s = Scanner { src: source.as_bytes(), pos: span.header.1 };
     let mut tokens: Vec<(usize, &str)> = Vec::new();
     while s.skip_trivia() && s.pos < span.close {
@@ -290,19 +362,7 @@ pub fn event_only_handed_to(
             }
         }
     }
-    let at = |i: usize| tokens.get(i).map_or("", |t| t.1);
-    let before = |i: usize, n: usize| i.checked_sub(n).map_or("", at);
-    tokens.iter().enumerate().all(|(i, &(start, word))| {
-        if word != event || trailing.is_some_and(|(a, _)| a == start) {
-            return true;
-        }
-        let as_argument = before(i, 1) == "("
-            && helpers.contains(&before(i, 2))
-            && before(i, 3) != "."
-            && matches!(at(i + 1), "," | ")");
-        let as_receiver = at(i + 1) == "." && helpers.contains(&at(i + 2)) && at(i + 3) == "(" && before(i, 1) != ".";
-        as_argument || as_receiver
-    })
+    tokens
 }
 
 fn is_ident_byte(b: u8) -> bool {
@@ -381,6 +441,36 @@ mod tests {
         assert!(!only("fn transform(event, meta) { scrub_pii(event.traits); event }"));
         assert!(!only("fn transform(event, meta) { print(`${event}`); event }"));
         assert!(!only("fn transform(event, meta) { scrub_pii(event); event?.x }"));
+    }
+
+    #[test]
+    fn a_body_of_helper_calls_only_is_recognised() {
+        let calls = |src: &str| {
+            let fns = functions(src).unwrap();
+            let span = fns.iter().find(|f| f.name == "transform").unwrap();
+            let (e, m) = ("event", "meta");
+            calls_only(src, span, [e, m], "scrub_pii", trailing_identifier(src, span, e))
+        };
+        use CallArg::{Default, Params};
+        assert_eq!(calls(SHIPPED), Some(vec![Params]));
+        assert_eq!(calls("fn transform(event, meta) { event }"), Some(vec![]));
+        assert_eq!(
+            calls("fn transform(event, meta) { scrub_pii(event); ; event.scrub_pii(()); event.scrub_pii(meta . params); event }"),
+            Some(vec![Default, Default, Params])
+        );
+        for other in [
+            "fn transform(event, meta) { scrub_pii(event, #{mode: \"drop\"}); event }",
+            "fn transform(event, meta) { scrub_pii(event, meta.params.x); event }",
+            "fn transform(event, meta) { scrub_pii(event, \"x\"); event }",
+            "fn transform(event, meta) { if true { scrub_pii(event); } event }",
+            "fn transform(event, meta) { let n = scrub_pii(event); event }",
+            "fn transform(event, meta) { scrub_pii(event); print(1); event }",
+            "fn transform(event, meta) { scrub_pii(event); return event; }",
+            "fn transform(event, meta) { scrub_pii(event); event; 1 }",
+            "fn transform(event, meta) { print(`${1}`); event }",
+        ] {
+            assert_eq!(calls(other), None, "{other}");
+        }
     }
 
     const SHIPPED: &str = include_str!("../../transforms/scrub_pii.rhai");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Scope, AST};
 
 use crate::error::{LimitKind, ScriptRef, TransformError};
+use crate::helpers::scrub::ScrubOptions;
 use crate::{helpers, lazy, scan, Limits, Meta};
 
 /// How often (in operations) the progress callback looks at the clock: reading it costs about as
@@ -165,6 +166,9 @@ pub struct Compiled {
     /// `fn transform` only hands its event to `scrub_pii` and returns it: the event can stay
     /// bytes (`lazy.rs`).
     pub lazy_event: bool,
+    /// `fn transform` is nothing but `scrub_pii` calls with fixed options and the returned event:
+    /// the chain makes the calls itself, with these options, without running the interpreter.
+    pub native_calls: Option<Vec<ScrubOptions>>,
 }
 
 impl Compiled {
@@ -250,7 +254,9 @@ impl Compiled {
                 let trailing = scan::trailing_identifier(source, span, &entry.params[0]);
                 scan::event_only_handed_to(source, span, &entry.params[0], &LAZY_HELPERS, trailing)
             });
+        let native_calls = lazy_event.then(|| native_calls(source, &spans, transform.as_ref(), &params)).flatten();
         Ok(Compiled {
+            native_calls,
             lazy_event,
             reads_destination,
             id: NEXT_COMPILED_ID.fetch_add(1, Ordering::Relaxed),
@@ -484,6 +490,24 @@ impl Compiled {
             None => TransformError::Runtime { script, line, message },
         }
     }
+}
+
+/// The options of each call when `fn transform` is only calls of the lazy helper (see
+/// [`scan::calls_only`]). `None` also when `params` are not valid options: the script then runs,
+/// and each event fails with the helper's message, as it always did.
+fn native_calls(source: &str, spans: &[scan::FnSpan], entry: Option<&Entry>, params: &Dynamic) -> Option<Vec<ScrubOptions>> {
+    let entry = entry?;
+    let span = spans.iter().find(|f| f.name == "transform")?;
+    let trailing = scan::trailing_identifier(source, span, &entry.params[0]);
+    let names = [entry.params[0].as_str(), entry.params[1].as_str()];
+    let calls = scan::calls_only(source, span, names, LAZY_HELPERS[0], trailing)?;
+    calls
+        .into_iter()
+        .map(|arg| match arg {
+            scan::CallArg::Default => Some(ScrubOptions::default()),
+            scan::CallArg::Params => ScrubOptions::from_map(&*params.read_lock::<Map>()?).ok(),
+        })
+        .collect()
 }
 
 /// Converts YAML `params` to the read-only value scripts see as `meta.params`.

@@ -152,3 +152,24 @@ fn a_lazy_stage_hands_a_map_on_to_a_stage_that_reads_and_errors_stay_per_event()
     assert!(err.contains("line 1 column"), "{err}");
     assert!(run(&chain, br#"{"properties":{}}"#).is_ok());
 }
+
+#[test]
+fn a_script_of_scrub_pii_calls_only_runs_without_the_interpreter() {
+    // With a budget of one Rhai operation, only a script the chain runs itself can pass.
+    let scripts = common::Scripts::new();
+    let tight = sluice_transformer::Limits { max_operations: 1, ..Default::default() };
+    let mut native = scripts.config("native", "fn transform(event, meta) {\n  scrub_pii(event, meta.params);\n  event.scrub_pii();\n  event\n}");
+    native.limits = tight.clone();
+    native.params = serde_json::from_value(json!({"replacement": "XX"})).unwrap();
+    let mut interpreted = scripts.config("interpreted", "fn transform(event, meta) {\n  scrub_pii(event, meta.params);\n  let n = 1;\n  event\n}");
+    interpreted.limits = tight;
+    let registry = sluice_transformer::Registry::load(&[native, interpreted]).unwrap();
+    let input = br#"{"userId":"a@b.io","traits":{"email":"x","note":"mail c@d.io"}}"#;
+    let out = run(&registry.chain(&["native".into()]).unwrap(), input).unwrap();
+    let out: Value = serde_json::from_str(&out[0]).unwrap();
+    // The second call, with default options, masks again: both calls were made, in order.
+    assert_eq!(out["traits"], json!({"email": "[redacted]", "note": "mail [email]"}));
+    assert_eq!(out["userId"].as_str().unwrap().len(), 64, "pseudonymised");
+    let err = run(&registry.chain(&["interpreted".into()]).unwrap(), input).unwrap_err();
+    assert!(err.contains("too many operations"), "{err}");
+}
