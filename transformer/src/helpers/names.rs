@@ -45,7 +45,11 @@ fn normalize(key: &str, buf: &mut [u8; KEY_BUFFER]) -> Option<usize> {
 pub fn is_person_name_key(key: &str) -> bool {
     let mut buf = [0u8; KEY_BUFFER];
     let Some(len) = normalize(key, &mut buf) else { return false };
-    let key = &buf[..len];
+    is_person_name_normalized(&buf[..len])
+}
+
+/// The same rule for a key already normalised (`walk::normalize_into`).
+pub fn is_person_name_normalized(key: &[u8]) -> bool {
     let Some(role) = key.strip_suffix(b"name") else { return false };
     role.is_empty() || PERSON_ROLES.iter().any(|r| r.as_bytes() == role)
 }

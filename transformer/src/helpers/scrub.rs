@@ -149,7 +149,16 @@ impl ScrubOptions {
 
     /// Whether the field rules apply to `key`.
     pub(super) fn is_field(&self, key: &str) -> bool {
-        self.fields.matches(key) || self.person_names && names::is_person_name_key(key)
+        // One normalisation for both rules: this runs for every key of the parts with field
+        // rules, and normalising twice was 6% of a drain's CPU.
+        let mut buf = [0u8; walk::KEY_BUFFER];
+        match walk::normalize_into(key, &mut buf) {
+            Some(len) => {
+                let key = &buf[..len];
+                self.fields.matches_normalized(key) || self.person_names && names::is_person_name_normalized(key)
+            }
+            None => self.fields.matches(key) || self.person_names && names::is_person_name_key(key),
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Names {
 }
 
 /// Keys longer than this (after normalisation) are compared without the stack buffer.
-const KEY_BUFFER: usize = 64;
+pub const KEY_BUFFER: usize = 64;
 
 impl Names {
     /// From a Rhai string or array of strings.
@@ -88,6 +88,23 @@ impl Names {
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
+
+    /// [`Names::matches`] for a key already normalised with [`normalize_into`], so that one
+    /// normalisation serves several rules.
+    pub fn matches_normalized(&self, key: &[u8]) -> bool {
+        self.iter().any(|name| name == key)
+    }
+}
+
+/// Normalises `key` as names are compared (separators dropped, ASCII lowercased) into `buf`;
+/// `None` when it does not fit.
+pub fn normalize_into(key: &str, buf: &mut [u8; KEY_BUFFER]) -> Option<usize> {
+    let mut len = 0;
+    for b in normalized(key) {
+        *buf.get_mut(len)? = b;
+        len += 1;
+    }
+    Some(len)
 }
 
 fn is_separator(b: &u8) -> bool {
