@@ -34,8 +34,8 @@ use parquet::basic::Compression as ParquetCompression;
 use parquet::file::properties::WriterProperties;
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
 
+use super::members::Member;
 use super::S3Format;
 use crate::{DeliveryError, OutEvent};
 
@@ -119,15 +119,15 @@ fn parquet(events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, Del
         // so nothing is built only to be serialized again (this was most of the encoding time).
         // Each top-level member goes straight to its column's slot; the map this used to build
         // and take apart (a `BTreeMap` insert and remove per field) was 5% of a drain's CPU.
-        let members = match serde_json::from_slice::<Members>(&event.json) {
-            Ok(members) => members.0,
+        let members = match super::members::members(&event.json) {
+            Ok(members) => members,
             Err(e) => {
                 rejected.push((i, format!("event is not a JSON object, cannot write it as Parquet: {e}")));
                 continue;
             }
         };
-        let mut slots: [Option<&RawValue>; COLUMN_FIELDS] = [None; COLUMN_FIELDS];
-        let mut rest: Vec<(Cow<'_, str>, &RawValue)> = Vec::new();
+        let mut slots: [Option<&str>; COLUMN_FIELDS] = [None; COLUMN_FIELDS];
+        let mut rest: Vec<Member<'_>> = Vec::new();
         for (key, raw) in members {
             match column_of(&key) {
                 // A repeated key keeps its last value, as a map would.
@@ -171,7 +171,7 @@ fn parquet(events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, Del
         }
         for (slot, column) in json_slots.iter().zip(&mut jsons) {
             match slot {
-                Some(raw) if raw.get() != "null" => column.append_value(raw.get()),
+                Some(raw) if *raw != "null" => column.append_value(raw),
                 _ => column.append_null(),
             }
         }
@@ -216,14 +216,14 @@ enum Text<'a> {
     Other(&'a str),
 }
 
-fn text_of(raw: &RawValue) -> Text<'_> {
-    match raw.get().as_bytes().first() {
-        Some(b'"') => match serde_json::from_str::<Key>(raw.get()) {
+fn text_of(raw: &str) -> Text<'_> {
+    match raw.as_bytes().first() {
+        Some(b'"') => match serde_json::from_str::<Key>(raw) {
             Ok(Key(s)) => Text::Str(s),
-            Err(_) => Text::Other(raw.get()),
+            Err(_) => Text::Other(raw),
         },
-        _ if raw.get() == "null" => Text::Null,
-        _ => Text::Other(raw.get()),
+        _ if raw == "null" => Text::Null,
+        _ => Text::Other(raw),
     }
 }
 
@@ -233,29 +233,6 @@ const COLUMN_FIELDS: usize = STRING_COLUMNS.len() + TIMESTAMP_COLUMNS.len() + JS
 fn column_of(field: &str) -> Option<usize> {
     let fields = STRING_COLUMNS.iter().chain(&TIMESTAMP_COLUMNS).chain(&JSON_COLUMNS);
     fields.map(|(_, f)| *f).position(|f| f == field)
-}
-
-/// A JSON object's members in the order written, values borrowed as raw JSON text.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Members<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    members.push((key, value));
-                }
-                Ok(Members(members))
-            }
-        }
-        deserializer.deserialize_map(Visit)
-    }
 }
 
 /// A key borrowed from the input when it has no escapes (serde's own `Cow<str>` always copies).
@@ -284,8 +261,8 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 }
 
 /// The remaining fields as one JSON object, keys sorted.
-fn object_text(object: &[(Cow<'_, str>, &RawValue)]) -> String {
-    let mut out = String::with_capacity(2 + object.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
+fn object_text(object: &[Member<'_>]) -> String {
+    let mut out = String::with_capacity(2 + object.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>());
     out.push('{');
     for (n, (key, value)) in object.iter().enumerate() {
         if n > 0 {
@@ -293,7 +270,7 @@ fn object_text(object: &[(Cow<'_, str>, &RawValue)]) -> String {
         }
         out.push_str(&serde_json::to_string(key).expect("a string serializes"));
         out.push(':');
-        out.push_str(value.get());
+        out.push_str(value);
     }
     out.push('}');
     out

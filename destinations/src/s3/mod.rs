@@ -41,6 +41,7 @@ use crate::{Batch, Delivered, DeliveryError, Destination, OutEvent};
 
 pub(crate) mod client;
 pub mod encode;
+mod members;
 mod upload;
 
 const MIB: u64 = 1024 * 1024;
