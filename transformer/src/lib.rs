@@ -9,7 +9,8 @@
 //! Guarantees:
 //! - Every call runs under the transformation's [`Limits`] (operations, call depth, string /
 //!   array / map sizes, wall clock per event). A script that breaks one fails only the event it
-//!   was running on, with a [`TransformError`] naming the script, line and limit.
+//!   was running on, with a [`TransformError`] naming the script, line and limit. (A script that
+//!   is only `scrub_pii` calls is not interpreted at all and has nothing to limit: `lazy.rs`.)
 //! - A reload (file change or SIGHUP) swaps in the new version only if it compiles; otherwise the
 //!   running version stays and the refusal is logged. An event always runs against one version
 //!   of each script from start to finish.
