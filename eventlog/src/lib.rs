@@ -65,6 +65,7 @@ mod head;
 pub mod payload;
 mod reader;
 mod segment;
+pub mod skim;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

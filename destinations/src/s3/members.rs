@@ -6,11 +6,13 @@
 //! escapes), and that was 15% of the router's CPU draining into S3 Parquet (BENCHMARKS.md, issue
 //! 16). The events that reach an encoder were checked when the collector accepted them, and what a
 //! transformation returned was written by Sluice's own writer; so this only finds where each
-//! value ends (strings with memchr, containers by their brackets) and checks the object's own
+//! value ends (`sluice_eventlog::skim`: strings with memchr, containers by their brackets) and checks the object's own
 //! structure. Keys and string values that are read (the string and timestamp columns) still go
 //! through serde_json.
 
 use std::borrow::Cow;
+
+use sluice_eventlog::skim;
 
 /// A member: its key (unescaped) and its value's JSON text.
 pub type Member<'a> = (Cow<'a, str>, &'a str);
@@ -77,58 +79,12 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// With `b[start]` an opening quote: the index after the closing one.
 fn string_end(b: &[u8], start: usize) -> Result<usize, String> {
-    let mut i = start + 1;
-    loop {
-        let found = memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default())
-            .ok_or_else(|| format!("unterminated string from byte {start}"))?;
-        i += found;
-        if b[i] == b'"' {
-            return Ok(i + 1);
-        }
-        i += 2; // the backslash and the character it escapes
-    }
+    skim::string_end(b, start).ok_or_else(|| format!("unterminated string from byte {start}"))
 }
 
-/// The index after the value starting at `start`.
 fn value_end(b: &[u8], start: usize) -> Result<usize, String> {
-    match b.get(start) {
-        Some(b'"') => string_end(b, start),
-        Some(b'{' | b'[') => {
-            let mut depth = 0usize;
-            let mut i = start;
-            loop {
-                match b.get(i) {
-                    Some(b'"') => {
-                        i = string_end(b, i)?;
-                        continue;
-                    }
-                    Some(b'{' | b'[') => depth += 1,
-                    Some(b'}' | b']') => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Ok(i + 1);
-                        }
-                    }
-                    Some(_) => {}
-                    None => return Err(format!("unterminated value from byte {start}")),
-                }
-                i += 1;
-            }
-        }
-        _ => {
-            // A number or a literal.
-            let len = b[start.min(b.len())..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'-'))
-                .count();
-            if len == 0 {
-                return Err(format!("expected a value at byte {start}"));
-            }
-            Ok(start + len)
-        }
-    }
+    skim::value_end(b, start).ok_or_else(|| format!("expected a whole value at byte {start}"))
 }
 
 #[cfg(test)]

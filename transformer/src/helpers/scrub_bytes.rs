@@ -350,43 +350,11 @@ fn carried_names(text: &str) -> Option<Vec<ImmutableString>> {
     Some(names)
 }
 
-/// Moves past one value without checking it: strings end at the first unescaped quote (found
-/// with memchr), containers at the bracket that balances the opening one. For the name pre-pass
+/// Moves past one value without checking it (`sluice_eventlog::skim`). For the name pre-pass
 /// only, which a malformed event can at worst send to the wrong place, never past the end.
 fn skip_fast(p: &mut Parser) -> Option<()> {
-    let bytes = p.bytes;
-    let mut depth = 0usize;
-    loop {
-        let b = *bytes.get(p.pos)?;
-        match b {
-            b'"' => {
-                p.pos += 1;
-                loop {
-                    p.pos += memchr::memchr2(b'"', b'\\', bytes.get(p.pos..)?)?;
-                    let quote = bytes[p.pos] == b'"';
-                    p.pos += if quote { 1 } else { 2 };
-                    if quote {
-                        break;
-                    }
-                }
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                p.pos += 1;
-            }
-            // At depth 0 this closes the enclosing container: a number or literal ended.
-            b'}' | b']' if depth == 0 => return Some(()),
-            b'}' | b']' => {
-                depth -= 1;
-                p.pos += 1;
-            }
-            b',' | b' ' | b'\n' | b'\t' | b'\r' if depth == 0 => return Some(()),
-            _ => p.pos += 1,
-        }
-        if depth == 0 && matches!(b, b'"' | b'}' | b']') {
-            return Some(());
-        }
-    }
+    p.pos = sluice_eventlog::skim::value_end(p.bytes, p.pos)?;
+    Some(())
 }
 
 type Member<'f> = dyn FnMut(&mut Parser, &mut usize, &str) -> Option<()> + 'f;

@@ -1,0 +1,82 @@
+//! Finding where a JSON value ends without checking it.
+//!
+//! For bytes that were checked before: stored events (the collector parsed every one) and what
+//! Sluice wrote itself. Both the scrub's byte path (the names pre-pass) and the Parquet encoder
+//! (the top-level members) only need the extent of values they pass over, and checking every
+//! byte again was a measurable part of a drain's CPU (BENCHMARKS.md, issue 16).
+
+/// With `bytes[start]` an opening quote: the index after the closing one (backslash escapes
+/// skipped, found with memchr). `None` when the input ends first.
+pub fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2; // the backslash and the character it escapes
+    }
+}
+
+/// The index after the JSON value starting at `start`: a string ends at its closing quote, an
+/// object or array at the bracket that balances its opening one (brackets inside strings do not
+/// count), a number or literal at the first byte that cannot belong to one. `None` when no value
+/// starts there or the input ends first.
+pub fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match *bytes.get(start)? {
+        b'"' => string_end(bytes, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            loop {
+                match *bytes.get(i)? {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let len = bytes[start..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'-'))
+                .count();
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_end_where_json_says() {
+        let cases: [(&str, usize); 8] = [
+            (r#""a\"b" x"#, 6),
+            (r#""\\" x"#, 4),
+            (r#"{"k": "}]", "l": [1, {"m": "["}]} x"#, 33),
+            ("[[], {}] x", 8),
+            ("-1.5e+3, x", 7),
+            ("true}", 4),
+            ("null]", 4),
+            (r#"{"a":"\u00e9"}"#, 14),
+        ];
+        for (json, end) in cases {
+            assert_eq!(value_end(json.as_bytes(), 0), Some(end), "{json}");
+        }
+        for cut in [r#""abc"#, r#"{"a": [1, 2}"#, "", ",", r#""a\"#] {
+            assert_eq!(value_end(cut.as_bytes(), 0), None, "{cut}");
+        }
+    }
+}
