@@ -287,48 +287,37 @@ impl<'a> Rewriter<'a, '_> {
 
 fn skip(p: &mut Parser, depth: &mut usize) -> Option<()> {
     p.skip_ws();
-    let (open, close) = match p.peek()? {
-        b'"' => return p.string().ok().map(drop),
-        b't' => return p.literal("true", rhai::Dynamic::TRUE).ok().map(drop),
-        b'f' => return p.literal("false", rhai::Dynamic::FALSE).ok().map(drop),
-        b'n' => return p.literal("null", rhai::Dynamic::UNIT).ok().map(drop),
-        b'-' | b'0'..=b'9' => return p.number().ok().map(drop),
-        b'{' => (b'{', b'}'),
-        b'[' => (b'[', b']'),
-        _ => return None,
-    };
-    if *depth == MAX_DEPTH {
-        return None;
-    }
-    *depth += 1;
-    p.pos += 1;
-    p.skip_ws();
-    if p.peek()? != close {
-        loop {
-            p.skip_ws();
-            if open == b'{' {
-                if p.peek()? != b'"' {
-                    return None;
-                }
-                p.string().ok()?;
-                p.skip_ws();
-                if p.peek()? != b':' {
-                    return None;
-                }
-                p.pos += 1;
+    match p.peek()? {
+        b'"' => p.string().ok().map(drop),
+        b't' => p.literal("true", rhai::Dynamic::TRUE).ok().map(drop),
+        b'f' => p.literal("false", rhai::Dynamic::FALSE).ok().map(drop),
+        b'n' => p.literal("null", rhai::Dynamic::UNIT).ok().map(drop),
+        b'-' | b'0'..=b'9' => p.number().ok().map(drop),
+        b'{' => each_member(p, depth, &mut |p, depth, _| skip(p, depth)),
+        b'[' => {
+            if *depth == MAX_DEPTH {
+                return None;
             }
-            skip(p, depth)?;
+            *depth += 1;
+            p.pos += 1;
             p.skip_ws();
-            match p.peek()? {
-                b',' => p.pos += 1,
-                b if b == close => break,
-                _ => return None,
+            if p.peek()? != b']' {
+                loop {
+                    skip(p, depth)?;
+                    p.skip_ws();
+                    match p.peek()? {
+                        b',' => p.pos += 1,
+                        b']' => break,
+                        _ => return None,
+                    }
+                }
             }
+            p.pos += 1;
+            *depth -= 1;
+            Some(())
         }
+        _ => None,
     }
-    p.pos += 1;
-    *depth -= 1;
-    Some(())
 }
 
 /// The names the event carries in `traits` and `context.traits` (as `names::carried_names`),
@@ -359,8 +348,8 @@ fn skip_fast(p: &mut Parser) -> Option<()> {
 
 type Member<'f> = dyn FnMut(&mut Parser, &mut usize, &str) -> Option<()> + 'f;
 
-/// Calls `f` with the cursor on each member's value when the value at the cursor is an object;
-/// skips any other value.
+/// Calls `f` with the cursor on each member's value when the value at the cursor is an object
+/// (checking the object's own syntax); skips any other value.
 fn each_member(p: &mut Parser, depth: &mut usize, f: &mut Member) -> Option<()> {
     p.skip_ws();
     if p.peek()? != b'{' {
