@@ -3,10 +3,12 @@
 //! For bytes that were checked before: stored events (the collector parsed every one) and what
 //! Sluice wrote itself. Both the scrub's byte path (the names pre-pass) and the Parquet encoder
 //! (the top-level members) only need the extent of values they pass over, and checking every
-//! byte again was a measurable part of a drain's CPU (BENCHMARKS.md, issue 16).
+//! byte again was a measurable part of a drain's CPU (BENCHMARKS.md, issue 16). `#[inline]`
+//! because both callers live in other crates and call these once per value.
 
 /// With `bytes[start]` an opening quote: the index after the closing one (backslash escapes
 /// skipped, found with memchr). `None` when the input ends first.
+#[inline]
 pub fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
@@ -22,6 +24,7 @@ pub fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
 /// object or array at the bracket that balances its opening one (brackets inside strings do not
 /// count), a number or literal at the first byte that cannot belong to one. `None` when no value
 /// starts there or the input ends first.
+#[inline]
 pub fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
     match *bytes.get(start)? {
         b'"' => string_end(bytes, start),
