@@ -294,28 +294,7 @@ fn skip(p: &mut Parser, depth: &mut usize) -> Option<()> {
         b'n' => p.literal("null", rhai::Dynamic::UNIT).ok().map(drop),
         b'-' | b'0'..=b'9' => p.number().ok().map(drop),
         b'{' => each_member(p, depth, &mut |p, depth, _| skip(p, depth)),
-        b'[' => {
-            if *depth == MAX_DEPTH {
-                return None;
-            }
-            *depth += 1;
-            p.pos += 1;
-            p.skip_ws();
-            if p.peek()? != b']' {
-                loop {
-                    skip(p, depth)?;
-                    p.skip_ws();
-                    match p.peek()? {
-                        b',' => p.pos += 1,
-                        b']' => break,
-                        _ => return None,
-                    }
-                }
-            }
-            p.pos += 1;
-            *depth -= 1;
-            Some(())
-        }
+        b'[' => container(p, depth, b']', &mut |p, depth| skip(p, depth)),
         _ => None,
     }
 }
@@ -355,30 +334,44 @@ fn each_member(p: &mut Parser, depth: &mut usize, f: &mut Member) -> Option<()> 
     if p.peek()? != b'{' {
         return skip(p, depth);
     }
+    container(p, depth, b'}', &mut |p, depth| {
+        if p.peek()? != b'"' {
+            return None;
+        }
+        let key = p.string().ok()?;
+        p.skip_ws();
+        if p.peek()? != b':' {
+            return None;
+        }
+        p.pos += 1;
+        p.skip_ws();
+        f(p, depth, key.as_str())
+    })
+}
+
+/// With the cursor on an object's or array's opening bracket: calls `item` with the cursor on
+/// each member or element (`,` between them checked), then moves past `close`. Nesting deeper
+/// than the collector accepts is refused, as by the general parser.
+fn container<'a>(
+    p: &mut Parser<'a>,
+    depth: &mut usize,
+    close: u8,
+    item: &mut dyn FnMut(&mut Parser<'a>, &mut usize) -> Option<()>,
+) -> Option<()> {
     if *depth == MAX_DEPTH {
         return None;
     }
     *depth += 1;
     p.pos += 1;
     p.skip_ws();
-    if p.peek()? != b'}' {
+    if p.peek()? != close {
         loop {
             p.skip_ws();
-            if p.peek()? != b'"' {
-                return None;
-            }
-            let key = p.string().ok()?;
-            p.skip_ws();
-            if p.peek()? != b':' {
-                return None;
-            }
-            p.pos += 1;
-            p.skip_ws();
-            f(p, depth, key.as_str())?;
+            item(p, depth)?;
             p.skip_ws();
             match p.peek()? {
                 b',' => p.pos += 1,
-                b'}' => break,
+                b if b == close => break,
                 _ => return None,
             }
         }
