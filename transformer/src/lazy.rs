@@ -83,8 +83,8 @@ pub fn input(bytes: &[u8], lazy: bool) -> Result<Dynamic, TransformError> {
 
 /// Makes `item` a map for a script that looks inside its event.
 pub fn to_map(item: &mut Dynamic) -> Result<(), TransformError> {
-    if let Some(lazy) = item.write_lock::<LazyEvent>().map(|mut l| std::mem::replace(&mut *l, LazyEvent::Map(Map::new()))) {
-        *item = match lazy {
+    if item.is::<LazyEvent>() {
+        *item = match std::mem::take(item).cast::<LazyEvent>() {
             LazyEvent::Bytes(bytes) => event_from_json(&bytes)?,
             LazyEvent::Map(map) => Dynamic::from_map(map),
         };

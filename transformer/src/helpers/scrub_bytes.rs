@@ -6,7 +6,7 @@
 //! once and writes the scrubbed event once, copying every untouched key, number and string as it
 //! was written. See `crate::lazy` for when a script gets its event this way.
 //!
-//! It applies exactly the rules of `scrub.rs` (checked against it in `tests/scrub_pii.rs`). The
+//! It applies exactly the rules of `scrub.rs` (checked against it in `tests/lazy_event.rs`). The
 //! output differs only in form: keys keep their order instead of being sorted, whitespace
 //! between tokens is dropped, and numbers and escapes stay as they were written.
 //!
