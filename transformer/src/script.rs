@@ -247,14 +247,7 @@ impl Compiled {
             .into_iter()
             .flatten()
             .any(|e| !scan::meta_reads_only(&bodies, &e.params[1], &SHARED_META));
-        let lazy_event = batch.is_none()
-            && !ast.iter_functions().any(|f| LAZY_HELPERS.contains(&f.name))
-            && transform.as_ref().is_some_and(|entry| {
-                let span = spans.iter().find(|f| f.name == "transform").expect("entry has a span");
-                let trailing = scan::trailing_identifier(source, span, &entry.params[0]);
-                scan::event_only_handed_to(source, span, &entry.params[0], &LAZY_HELPERS, trailing)
-            });
-        let native_calls = lazy_event.then(|| native_calls(source, &spans, transform.as_ref(), &params)).flatten();
+        let (lazy_event, native_calls) = lazy_plan(source, &spans, &ast, transform.as_ref().filter(|_| batch.is_none()), &params);
         Ok(Compiled {
             native_calls,
             lazy_event,
@@ -492,22 +485,39 @@ impl Compiled {
     }
 }
 
-/// The options of each call when `fn transform` is only calls of the lazy helper (see
-/// [`scan::calls_only`]). `None` also when `params` are not valid options: the script then runs,
-/// and each event fails with the helper's message, as it always did.
-fn native_calls(source: &str, spans: &[scan::FnSpan], entry: Option<&Entry>, params: &Dynamic) -> Option<Vec<ScrubOptions>> {
-    let entry = entry?;
-    let span = spans.iter().find(|f| f.name == "transform")?;
-    let trailing = scan::trailing_identifier(source, span, &entry.params[0]);
-    let names = [entry.params[0].as_str(), entry.params[1].as_str()];
-    let calls = scan::calls_only(source, span, names, LAZY_HELPERS[0], trailing)?;
-    calls
-        .into_iter()
-        .map(|arg| match arg {
-            scan::CallArg::Default => Some(ScrubOptions::default()),
-            scan::CallArg::Params => ScrubOptions::from_map(&*params.read_lock::<Map>()?).ok(),
-        })
-        .collect()
+/// Whether the event of `fn transform` can stay bytes (`lazy.rs`: the body only hands it to the
+/// lazy helper and returns it) and, when the body is nothing but calls of that helper, the
+/// options of each call (see [`scan::calls_only`]). The options are `None` also when `params`
+/// are not valid options: the script then runs, and each event fails with the helper's message,
+/// as it always did. `entry` is `None` for a script without `transform` or with `transform_batch`.
+fn lazy_plan(
+    source: &str,
+    spans: &[scan::FnSpan],
+    ast: &AST,
+    entry: Option<&Entry>,
+    params: &Dynamic,
+) -> (bool, Option<Vec<ScrubOptions>>) {
+    let Some((entry, span)) = entry.zip(spans.iter().find(|f| f.name == "transform")) else {
+        return (false, None);
+    };
+    let [event, meta] = [entry.params[0].as_str(), entry.params[1].as_str()];
+    let trailing = scan::trailing_identifier(source, span, event);
+    // A script function of its own named like the helper would be called instead of it.
+    if ast.iter_functions().any(|f| LAZY_HELPERS.contains(&f.name))
+        || !scan::event_only_handed_to(source, span, event, &LAZY_HELPERS, trailing)
+    {
+        return (false, None);
+    }
+    let calls = scan::calls_only(source, span, [event, meta], LAZY_HELPERS[0], trailing).and_then(|calls| {
+        calls
+            .into_iter()
+            .map(|arg| match arg {
+                scan::CallArg::Default => Some(ScrubOptions::default()),
+                scan::CallArg::Params => ScrubOptions::from_map(&*params.read_lock::<Map>()?).ok(),
+            })
+            .collect()
+    });
+    (true, calls)
 }
 
 /// Converts YAML `params` to the read-only value scripts see as `meta.params`.
