@@ -6,6 +6,18 @@
 //! byte again was a measurable part of a drain's CPU (BENCHMARKS.md, issue 16). `#[inline]`
 //! because both callers live in other crates and call these once per value.
 
+/// `bytes` as text, checked with simdutf8: the scrub's byte path, the general parser and the
+/// Parquet encoder each check a whole event before slicing strings out of it, and std's check
+/// was 4-5% of a drain's CPU (BENCHMARKS.md, issue 16). The error names the first bad byte, as
+/// std's does (found again with std, on the failing path only).
+#[inline]
+pub fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| match std::str::from_utf8(bytes) {
+        Err(e) => format!("invalid UTF-8: {e}"),
+        Ok(_) => "invalid UTF-8".to_string(),
+    })
+}
+
 /// With `bytes[start]` an opening quote: the index after the closing one (backslash escapes
 /// skipped, found with memchr). `None` when the input ends first.
 #[inline]
@@ -81,5 +93,18 @@ mod tests {
         for cut in [r#""abc"#, r#"{"a": [1, 2}"#, "", ",", r#""a\"#] {
             assert_eq!(value_end(cut.as_bytes(), 0), None, "{cut}");
         }
+    }
+
+    #[test]
+    fn utf8_accepts_what_std_accepts_and_reports_where_it_is_not() {
+        for ok in ["", "plain", "caf\u{e9} \u{1F600} \u{4e2d}\u{6587}", &"x".repeat(1000)] {
+            assert_eq!(utf8(ok.as_bytes()), Ok(ok));
+        }
+        let mut bad = "a long enough prefix to leave the vector loop: ".repeat(3).into_bytes();
+        bad.extend_from_slice(&[0xC3, b'(']);
+        let error = utf8(&bad).unwrap_err();
+        assert!(error.starts_with("invalid UTF-8: ") && error.contains(&format!("index {}", bad.len() - 2)), "{error}");
+        assert!(utf8(&[0xF0, 0x9F, 0x98]).is_err(), "a truncated sequence");
+        assert!(utf8(&[0xED, 0xA0, 0x80]).is_err(), "a surrogate");
     }
 }

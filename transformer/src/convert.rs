@@ -69,7 +69,7 @@ pub fn json_kind(value: &Dynamic) -> &'static str {
 pub fn parse(bytes: &[u8]) -> Result<Dynamic, String> {
     // Validating UTF-8 once up front lets every string be sliced out of `text` without a
     // second check; invalid bytes outside strings would be syntax errors anyway.
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    let text = sluice_eventlog::skim::utf8(bytes)?;
     let mut p = Parser { text, bytes, pos: 0, depth: 0 };
     let value = p.value()?;
     p.skip_ws();
@@ -511,14 +511,15 @@ fn special_byte(bytes: &[u8]) -> usize {
     while let Some(chunk) = bytes.get(i..i + 8) {
         let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
         // High bit set in a byte's lane when that byte is < 0x20, or equals '"' or '\\' (the
-        // classic "has zero byte" test on w, w ^ '"'*8, w ^ '\\'*8). Lanes above the first hit
-        // may be false positives, so the hit itself is found bytewise below.
+        // classic "has zero byte" test on w, w ^ '"'*8, w ^ '\\'*8). A lane can only be a false
+        // positive through a borrow from a true hit below it, so the lowest lane set (the
+        // first byte, little-endian) is always a real hit.
         let below_space = w.wrapping_sub(ONES * 0x20) & !w;
         let quote = w ^ (ONES * u64::from(b'"'));
         let backslash = w ^ (ONES * u64::from(b'\\'));
         let hits = (below_space | (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash)) & HIGH;
         if hits != 0 {
-            break;
+            return i + (hits.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }

@@ -225,6 +225,15 @@ fn special_byte_finds_the_first_stop_byte_at_any_position() {
                     bytes[pos] = stop;
                 }
                 assert_eq!(special_byte(&bytes), naive(&bytes), "{bytes:?}");
+                // A second stop just after the first, in the same 8-byte word or the next: the
+                // first one found must still be the first in the bytes.
+                for gap in 1..10 {
+                    let mut two = bytes.clone();
+                    if pos + gap < len {
+                        two[pos + gap] = 0;
+                        assert_eq!(special_byte(&two), naive(&two), "{two:?}");
+                    }
+                }
             }
         }
     }

@@ -20,7 +20,7 @@ pub type Member<'a> = (Cow<'a, str>, &'a str);
 /// The members of the JSON object `json`, in order; an error for anything that is not one
 /// JSON object.
 pub fn members(json: &[u8]) -> Result<Vec<Member<'_>>, String> {
-    let text = std::str::from_utf8(json).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    let text = skim::utf8(json)?;
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {

@@ -27,7 +27,7 @@ const MAX_DEPTH: usize = sluice_eventlog::MAX_EVENT_DEPTH;
 /// Scrubs the JSON object `src`; returns the new bytes and the number of values changed, counted
 /// as `scrub::scrub_pii` counts them.
 pub fn scrub_bytes(src: &[u8], opts: &ScrubOptions) -> Option<(Vec<u8>, usize)> {
-    let text = std::str::from_utf8(src).ok()?;
+    let text = sluice_eventlog::skim::utf8(src).ok()?;
     let carried = if opts.person_names { carried_names(text)? } else { Vec::new() };
     let mut w = Rewriter {
         p: Parser::new(text),
