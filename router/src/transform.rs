@@ -110,18 +110,22 @@ const PARALLEL_MIN_EVENTS: usize = 256;
 
 /// Transforms on every core: the events are cut into one contiguous chunk per core (outcomes
 /// come back in input order). Scripts with `transform_batch` see a chunk as their batch.
+///
+/// The chunks run on rayon's pool, one set of threads for every destination for the life of
+/// the process. Before, each read started and joined its own threads, and four destinations
+/// draining at once ran eight of them on two cores, each with a fresh allocator heap that its
+/// outcomes outlived (BENCHMARKS.md, issue 16, has the drain's figures with and without).
 fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<TransformOutcome> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
     if threads < 2 || inputs.len() < PARALLEL_MIN_EVENTS {
         let mut outcomes = chain.apply_batch(inputs);
         retry_wall_clock_failures(chain, inputs, &mut outcomes);
         return outcomes;
     }
     let chunk = inputs.len().div_ceil(threads);
-    let mut outcomes: Vec<TransformOutcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = inputs.chunks(chunk).map(|part| scope.spawn(move || chain.apply_batch(part))).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("transformations do not panic")).collect()
-    });
+    let parts: Vec<Vec<TransformOutcome>> = inputs.par_chunks(chunk).map(|part| chain.apply_batch(part)).collect();
+    let mut outcomes: Vec<TransformOutcome> = parts.into_iter().flatten().collect();
     retry_wall_clock_failures(chain, inputs, &mut outcomes);
     outcomes
 }
