@@ -53,6 +53,8 @@ cpu_split() {
 }
 
 if [ "${BASELINE:-yes}" = yes ]; then
+  # Checked before the baseline server starts, which would otherwise outlive the failed run.
+  command -v wrk >/dev/null || { echo "the parse-only baseline needs wrk: apt-get install -y wrk (or BASELINE=no)" >&2; exit 1; }
   "$BIN/baseline-server" "127.0.0.1:$PORT" 2 & base_pid=$!
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
   out=$(BODY="$WORK/batch.json" WRITE_KEY=bench-key wrk -t2 -c"$CONCURRENCY" -d"${BASELINE_SECONDS:-10}s" --timeout 10s \
