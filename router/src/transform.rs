@@ -35,7 +35,7 @@ pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Opt
     let shared = shared.filter(|_| records.iter().all(|r| r.partition.is_none()));
     let mut prepared = Prepared::default();
     // (record, lane, messageId): the head the collector kept with the event, so routing reads no JSON.
-    let mut taken: Vec<(&Record, usize, String)> = Vec::with_capacity(records.len());
+    let mut taken: Vec<(&Record, usize, std::borrow::Cow<'r, str>)> = Vec::with_capacity(records.len());
     for record in records {
         let Some(head) = record.head() else {
             prepared.not_objects.push(record);
@@ -48,7 +48,7 @@ pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Opt
         if prepared.oldest_received_at.is_none() && !head.received_at.is_empty() {
             prepared.oldest_received_at = Some(head.received_at.to_string());
         }
-        taken.push((record, lane(&head.user, config.lanes), head.message_id.into_owned()));
+        taken.push((record, lane(&head.user, config.lanes), head.message_id));
     }
     if chain.is_empty() {
         prepared.events = taken
