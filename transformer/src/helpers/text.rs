@@ -15,8 +15,10 @@ use sha2::{Digest, Sha256};
 pub const DEFAULT_EMAIL_REPLACEMENT: &str = "[email]";
 
 /// Deliberately broad: redaction should err towards removing things that look like addresses.
+/// Letters and digits are Unicode ones: addresses may have them in the local part and in the
+/// domain (RFC 6531, IDN), and an ASCII-only pattern left `jö` of `jörg@bank.example.de` behind.
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[a-z0-9._%+\-]+@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,}")
+    Regex::new(r"(?i)[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?(?:\.[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?)*\.\p{L}{2,}")
         .expect("email pattern is valid")
 });
 
@@ -184,6 +186,17 @@ mod tests {
         assert_eq!(redact_emails_opt("@here is not an email", "x"), None);
         assert!(is_email(" bob@example.com "));
         assert!(!is_email("bob@example.com and more"));
+    }
+
+    #[test]
+    fn emails_with_letters_beyond_ascii() {
+        assert_eq!(
+            redact_emails("Grüße, mail jörg.müller@bank.example.de or info@bücher.de, ñoño@correo.es", "[email]"),
+            "Grüße, mail [email] or [email], [email]"
+        );
+        assert_eq!(redact_emails("пользователь@пример.рф and 用户@例子.中国", "[email]"), "[email] and [email]");
+        assert!(is_email("jörg@bank.example.de"));
+        assert_eq!(redact_emails_opt("ping @jörg about it", "x"), None, "a mention is not an address");
     }
 
     #[test]
