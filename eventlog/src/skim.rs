@@ -1,4 +1,5 @@
-//! Finding where a JSON value ends without checking it.
+//! Finding where a JSON value ends without checking it, and the one check its callers still
+//! make of a whole event first: that it is UTF-8 ([`utf8`]).
 //!
 //! For bytes that were checked before: stored events (the collector parsed every one) and what
 //! Sluice wrote itself. Both the scrub's byte path (the names pre-pass) and the Parquet encoder

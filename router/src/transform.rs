@@ -112,9 +112,9 @@ const PARALLEL_MIN_EVENTS: usize = 256;
 /// come back in input order). Scripts with `transform_batch` see a chunk as their batch.
 ///
 /// The chunks run on rayon's pool, one set of threads for every destination for the life of
-/// the process. Before, each read started and joined its own threads, and four destinations
-/// draining at once ran eight of them on two cores, each with a fresh allocator heap that its
-/// outcomes outlived (BENCHMARKS.md, issue 16, has the drain's figures with and without).
+/// the process. Before, each read started and joined its own threads, so four destinations
+/// draining at once ran eight of them on two cores (BENCHMARKS.md, issue 16, has the drain's
+/// figures with and without).
 fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<TransformOutcome> {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();
