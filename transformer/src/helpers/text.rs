@@ -17,8 +17,10 @@ pub const DEFAULT_EMAIL_REPLACEMENT: &str = "[email]";
 /// Deliberately broad: redaction should err towards removing things that look like addresses.
 /// Letters and digits are Unicode ones: addresses may have them in the local part and in the
 /// domain (RFC 6531, IDN), and an ASCII-only pattern left `jö` of `jörg@bank.example.de` behind.
+/// Combining marks (`\p{M}`) count too: text in decomposed form (NFD, as macOS keyboards and some
+/// databases produce) writes `ö` as `o` + U+0308, and without marks the address was cut there.
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?(?:\.[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?)*\.\p{L}{2,}")
+    Regex::new(r"(?i)[\p{L}\p{M}\p{N}._%+\-]+@[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}\-]*[\p{L}\p{M}\p{N}])?(?:\.[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}\-]*[\p{L}\p{M}\p{N}])?)*\.\p{L}[\p{L}\p{M}]+")
         .expect("email pattern is valid")
 });
 
@@ -196,6 +198,10 @@ mod tests {
         );
         assert_eq!(redact_emails("пользователь@пример.рф and 用户@例子.中国", "[email]"), "[email] and [email]");
         assert!(is_email("jörg@bank.example.de"));
+        // Decomposed form: `o` followed by U+0308 COMBINING DIAERESIS, in both parts.
+        let nfd = "mail jo\u{308}rg@bu\u{308}cher.de now";
+        assert_eq!(redact_emails(nfd, "[email]"), "mail [email] now");
+        assert!(is_email("jo\u{308}rg@bank.example.de"));
         assert_eq!(redact_emails_opt("ping @jörg about it", "x"), None, "a mention is not an address");
     }
 
