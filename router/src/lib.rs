@@ -14,6 +14,7 @@ pub mod dlq;
 mod error;
 mod filter;
 mod shared;
+mod spill;
 mod transform;
 mod worker;
 
@@ -121,7 +122,7 @@ impl Router {
         let mut tasks = Vec::new();
         let mut states = Vec::new();
         let destinations: Vec<RoutedDestination> = destinations.into_iter().filter(|d| d.config.enabled).collect();
-        let mut shared = share_chains(&destinations).into_iter();
+        let mut shared = share_chains(&destinations, dlq.dir()).into_iter();
         for d in destinations {
             let shared = shared.next().expect("one entry per destination");
             let reader = log.reader(&d.config.id)?;
@@ -158,8 +159,10 @@ impl Router {
 
 /// Destinations with the same non-empty chain (the same transformation ids in the same order)
 /// share one memo of its outcomes, unless a script of it reads `meta.destination`: one entry per
-/// destination, in order, with its index in its group.
-fn share_chains(destinations: &[RoutedDestination]) -> Vec<Option<(Arc<shared::SharedRuns>, usize)>> {
+/// destination, in order, with its index in its group. The memo spills to unlinked files in
+/// `dir` (the dead-letter directory: the one place on disk the router owns; the files are
+/// never visible there).
+fn share_chains(destinations: &[RoutedDestination], dir: &std::path::Path) -> Vec<Option<(Arc<shared::SharedRuns>, usize)>> {
     let mut groups: std::collections::HashMap<&[String], Vec<usize>> = std::collections::HashMap::new();
     for (i, d) in destinations.iter().enumerate() {
         if !d.chain.is_empty() && !d.chain.reads_destination() {
@@ -168,7 +171,8 @@ fn share_chains(destinations: &[RoutedDestination]) -> Vec<Option<(Arc<shared::S
     }
     let mut out: Vec<Option<(Arc<shared::SharedRuns>, usize)>> = vec![None; destinations.len()];
     for members in groups.into_values().filter(|m| m.len() > 1) {
-        let runs = Arc::new(shared::SharedRuns::new(members.len(), shared::BUDGET_BYTES));
+        let spill = spill::Spill::new(dir.to_path_buf(), spill::CAP_BYTES);
+        let runs = Arc::new(shared::SharedRuns::new(members.len(), shared::BUDGET_BYTES, Some(spill)));
         let ids: Vec<&str> = members.iter().map(|&i| destinations[i].config.id.as_str()).collect();
         tracing::info!(destinations = ?ids, chain = ?destinations[members[0]].config.transformations,
             "these destinations share one run of their transformation chain");

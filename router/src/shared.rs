@@ -9,21 +9,27 @@
 //! Isolation: a worker never waits for another destination's delivery. It waits only for
 //! outcomes another worker is computing at that moment (work it would otherwise do itself, and
 //! a claimer always publishes before it waits for anything). Outcomes are dropped once every
-//! member has read past them, or oldest first when the memo is over its byte budget: a
-//! destination that fell that far behind (a slow or failing sink) finds nothing and runs the
-//! chain itself, as if it were alone, while the others go on.
+//! member has read past them. While the memo is over its byte budget, the oldest outcomes a
+//! member still needs go to a spill on disk (`spill.rs`), where a destination that fell behind
+//! (a slow sink) finds them. Past the spill's disk cap they are dropped: a destination that far
+//! behind (a sink failing for hours) finds nothing and runs the chain itself, as if it were
+//! alone, while the others go on.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
 
 use bytes::Bytes;
 
+use crate::spill::{self, Spill};
+
 /// A chain's outcome for one event: the events it became, or why it failed.
 pub(crate) type Outcome = Result<Vec<Bytes>, String>;
 
-/// Bytes of outcomes kept for members that have not read them yet. 32 MiB is about 40,000 chat
-/// events: several batches of every member, and a fixed share of the 256 MB RSS target.
-pub(crate) const BUDGET_BYTES: usize = 32 << 20;
+/// Bytes of outcomes kept in memory for members that have not read them yet; past it they
+/// spill to disk (`spill.rs`). 16 MiB is about 20,000 chat events: the reads members make at
+/// about the same time. It was 32 MiB when what did not fit was lost; with the spill, memory
+/// is only the fast path, and the RSS target (256 MB) is shared with batches in flight.
+pub(crate) const BUDGET_BYTES: usize = 16 << 20;
 
 /// Bookkeeping per outcome, on top of its bytes.
 const ENTRY_OVERHEAD: usize = 64;
@@ -39,6 +45,7 @@ struct State {
     bytes: usize,
     /// Next offset each member will read: outcomes below the lowest are not needed any more.
     positions: Vec<u64>,
+    spill: Option<Spill>,
 }
 
 pub(crate) struct SharedRuns {
@@ -70,9 +77,11 @@ impl Drop for ClaimGuard<'_> {
 }
 
 impl SharedRuns {
-    pub fn new(members: usize, budget: usize) -> SharedRuns {
+    /// A memo of `budget` bytes for `members` destinations, spilling to `spill` when over it
+    /// (without one, what is over the budget is dropped).
+    pub fn new(members: usize, budget: usize, spill: Option<Spill>) -> SharedRuns {
         SharedRuns {
-            state: Mutex::new(State { entries: BTreeMap::new(), bytes: 0, positions: vec![0; members] }),
+            state: Mutex::new(State { entries: BTreeMap::new(), bytes: 0, positions: vec![0; members], spill }),
             published: Condvar::new(),
             budget,
         }
@@ -95,6 +104,7 @@ impl SharedRuns {
         while !todo.is_empty() {
             let mut mine = Vec::new();
             let mut waiting = Vec::new();
+            let mut on_disk: (Vec<usize>, Vec<spill::Found>) = (Vec::new(), Vec::new());
             {
                 let mut state = self.lock();
                 for i in todo.drain(..) {
@@ -104,10 +114,34 @@ impl SharedRuns {
                             taken += 1;
                         }
                         Some(Entry::Claimed) => waiting.push(i),
-                        None => {
-                            state.entries.insert(offsets[i], Entry::Claimed);
-                            mine.push(i);
+                        None => match state.spill.as_ref().and_then(|s| s.find(offsets[i])) {
+                            Some(found) => {
+                                on_disk.0.push(i);
+                                on_disk.1.push(found);
+                            }
+                            None => {
+                                state.entries.insert(offsets[i], Entry::Claimed);
+                                mine.push(i);
+                            }
+                        },
+                    }
+                }
+            }
+            if !on_disk.0.is_empty() {
+                // Read without the lock; what cannot be read back is run here, unshared.
+                let mut unread = Vec::new();
+                for (i, outcome) in on_disk.0.into_iter().zip(spill::read(&on_disk.1)) {
+                    match outcome {
+                        Some(outcome) => {
+                            out[i] = Some(outcome);
+                            taken += 1;
                         }
+                        None => unread.push(i),
+                    }
+                }
+                if !unread.is_empty() {
+                    for (i, outcome) in unread.iter().zip(run(&unread)) {
+                        out[*i] = Some(outcome);
                     }
                 }
             }
@@ -170,9 +204,13 @@ impl SharedRuns {
         self.trim(&mut state);
     }
 
-    /// Drops what no member needs any more, then the oldest outcomes while over the budget.
+    /// Drops what no member needs any more, then moves the oldest outcomes to the spill while
+    /// over the budget. The spill's write happens under the lock: it goes to the page cache (a
+    /// few hundred KB per read of a member), and a member that looked for an outcome meanwhile
+    /// must find it either here or there.
     fn trim(&self, state: &mut State) {
         let lowest = state.positions.iter().copied().min().unwrap_or(0);
+        let mut spilled = Vec::new();
         while let Some(entry) = state.entries.first_entry() {
             let below = *entry.key() < lowest;
             let over = state.bytes > self.budget;
@@ -182,8 +220,15 @@ impl SharedRuns {
                 // after it is newer.
                 _ => break,
             };
-            entry.remove();
+            let offset = *entry.key();
+            if let (Entry::Done(outcome, _), false) = (entry.remove(), below) {
+                spilled.push((offset, outcome));
+            }
             state.bytes -= size;
+        }
+        if let Some(spill) = state.spill.as_mut() {
+            spill.drop_below(lowest);
+            spill.put(spilled);
         }
     }
 
@@ -206,7 +251,7 @@ mod tests {
 
     #[test]
     fn members_asking_for_the_same_events_run_each_event_once() {
-        let runs = Arc::new(SharedRuns::new(3, BUDGET_BYTES));
+        let runs = Arc::new(SharedRuns::new(3, BUDGET_BYTES, None));
         let calls = Arc::new(AtomicUsize::new(0));
         let barrier = Arc::new(Barrier::new(3));
         let offsets: Vec<u64> = (0..2000).collect();
@@ -239,7 +284,7 @@ mod tests {
     #[test]
     fn a_member_that_falls_behind_holds_nothing_and_runs_the_chain_itself() {
         // Budget for about ten outcomes: a member that never reads must not make the memo grow.
-        let runs = SharedRuns::new(2, 10 * (ENTRY_OVERHEAD + 8));
+        let runs = SharedRuns::new(2, 10 * (ENTRY_OVERHEAD + 8), None);
         let mut calls = 0;
         let mut run = |offsets: &[u64]| {
             runs.outcomes(offsets, |mine| {
@@ -263,8 +308,36 @@ mod tests {
     }
 
     #[test]
+    fn a_member_behind_the_budget_reads_the_spill_instead_of_running_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 10 * (ENTRY_OVERHEAD + 8);
+        let runs = SharedRuns::new(2, budget, Some(Spill::new(dir.path().into(), spill::CAP_BYTES)));
+        let mut calls = 0;
+        // Member 0 reads 1,000 events while member 1 reads nothing.
+        for start in (0..1000u64).step_by(50) {
+            let chunk: Vec<u64> = (start..start + 50).collect();
+            runs.outcomes(&chunk, |mine| {
+                calls += mine.len();
+                mine.iter().map(|&i| outcome(chunk[i])).collect()
+            });
+            runs.passed(0, start + 50);
+        }
+        let (entries, bytes) = runs.held();
+        assert!(entries <= 11 && bytes <= 11 * (ENTRY_OVERHEAD + 8), "the memo stays in its budget: {entries} entries, {bytes} bytes");
+        // Member 1 catches up, in other chunk sizes, and runs nothing itself.
+        for start in (0..1000u64).step_by(80) {
+            let chunk: Vec<u64> = (start..(start + 80).min(1000)).collect();
+            let (outs, taken) = runs.outcomes(&chunk, |_| unreachable!("every outcome is in the memo or the spill"));
+            assert_eq!((outs, taken), (chunk.iter().map(|&o| outcome(o)).collect::<Vec<_>>(), chunk.len()));
+            runs.passed(1, start + 80);
+        }
+        assert_eq!(calls, 1000);
+        assert_eq!(runs.state.lock().unwrap().spill.as_ref().unwrap().held(), (0, 0, 0), "all passed: the spill is empty");
+    }
+
+    #[test]
     fn outcomes_every_member_passed_are_dropped() {
-        let runs = SharedRuns::new(2, BUDGET_BYTES);
+        let runs = SharedRuns::new(2, BUDGET_BYTES, None);
         let chunk: Vec<u64> = (0..10).collect();
         let (_, taken) = runs.outcomes(&chunk, |mine| mine.iter().map(|&i| outcome(chunk[i])).collect());
         assert_eq!(taken, 0);
@@ -278,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_run_that_panics_gives_its_claims_back_to_the_waiters() {
-        let runs = Arc::new(SharedRuns::new(2, BUDGET_BYTES));
+        let runs = Arc::new(SharedRuns::new(2, BUDGET_BYTES, None));
         let claimed = Arc::new(Barrier::new(2));
         let chunk: Vec<u64> = (0..5).collect();
         let failing = {
@@ -301,7 +374,7 @@ mod tests {
 
     #[test]
     fn failures_are_shared_like_results() {
-        let runs = SharedRuns::new(2, BUDGET_BYTES);
+        let runs = SharedRuns::new(2, BUDGET_BYTES, None);
         let (first, _) = runs.outcomes(&[7], |_| vec![Err("bad event".to_string())]);
         let (second, taken) = runs.outcomes(&[7], |_| unreachable!());
         assert_eq!((first, second, taken), (vec![Err("bad event".into())], vec![Err("bad event".into())], 1));
