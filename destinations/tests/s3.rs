@@ -263,6 +263,32 @@ async fn sink_config_builds_s3_from_its_type_tag_and_checks_it() {
     let small_parts: SinkConfig =
         serde_json::from_value(json!({"type": "s3", "bucket": "b", "part_size_bytes": 1024})).unwrap();
     assert!(small_parts.validate().unwrap_err().contains("part_size_bytes"));
+    let level = |v: Value| serde_json::from_value::<SinkConfig>(v).unwrap().validate();
+    assert!(level(json!({"type": "s3", "bucket": "b", "gzip_level": 10})).unwrap_err().contains("gzip_level must be 0..=9"));
+    assert!(level(json!({"type": "s3", "bucket": "b", "gzip_level": 1, "format": "parquet"})).unwrap_err().contains("snappy"));
+    level(json!({"type": "s3", "bucket": "b", "gzip_level": 0})).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_level_trades_object_size_for_cpu_and_keeps_every_line() {
+    let (client, endpoint, bucket) = fresh_bucket("gziplevel").await;
+    let mut sizes = Vec::new();
+    for (i, level) in [0u32, 1, 9].into_iter().enumerate() {
+        let dest = S3Destination::new(S3Config {
+            gzip_level: Some(level),
+            prefix: format!("level{level}"),
+            ..config(&endpoint, &bucket, S3Format::NdjsonGzip)
+        })
+        .await
+        .unwrap();
+        let b = batch((0..500).map(|o| event(o + 1000 * i as u64, "chat", json!({"text": "the same words again and again"}))).collect());
+        dest.deliver(&b).await.unwrap();
+        let key = keys(&client, &bucket).await.into_iter().find(|k| k.starts_with(&format!("level{level}/"))).unwrap();
+        let body = get(&client, &bucket, &key).await;
+        assert_eq!(gunzip_lines(&body), as_strings(&b.events), "level {level}");
+        sizes.push(body.len());
+    }
+    assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "level 0 stores, 9 is smallest: {sizes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

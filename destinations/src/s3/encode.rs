@@ -46,19 +46,23 @@ pub struct Encoded {
     pub rejected: Vec<(usize, String)>,
 }
 
-/// Encodes `events` in `format`; `loaded_at` fills Parquet's `uuid_ts`.
-pub fn encode(format: S3Format, events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, DeliveryError> {
+/// The gzip level of `ndjson_gzip` objects when the config names none (zlib's default).
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
+/// Encodes `events` in `format` (`gzip_level` for `ndjson_gzip`); `loaded_at` fills Parquet's
+/// `uuid_ts`.
+pub fn encode(format: S3Format, gzip_level: u32, events: &[OutEvent], loaded_at: DateTime<Utc>) -> Result<Encoded, DeliveryError> {
     match format {
-        S3Format::NdjsonGzip => Ok(Encoded { bytes: ndjson_gzip(events)?, rejected: Vec::new() }),
+        S3Format::NdjsonGzip => Ok(Encoded { bytes: ndjson_gzip(events, gzip_level)?, rejected: Vec::new() }),
         S3Format::Parquet => parquet(events, loaded_at),
     }
 }
 
 pub use crate::received_at;
 
-fn ndjson_gzip(events: &[OutEvent]) -> Result<Bytes, DeliveryError> {
+fn ndjson_gzip(events: &[OutEvent], level: u32) -> Result<Bytes, DeliveryError> {
     let size: usize = events.iter().map(|e| e.json.len() + 1).sum();
-    let mut gz = GzEncoder::new(Vec::with_capacity(size / 4), Compression::default());
+    let mut gz = GzEncoder::new(Vec::with_capacity(size / 4), Compression::new(level));
     for event in events {
         gz.write_all(&event.json)?;
         gz.write_all(b"\n")?;
@@ -334,7 +338,7 @@ mod tests {
             event(2, r#"[1,2]"#),
             event(3, r#"{"messageId":"m3","type":"track","event":"Sent","sentAt":"2026-01-02T03:04:05.123456Z"}"#),
         ];
-        let encoded = encode(S3Format::Parquet, &events, Utc::now()).unwrap();
+        let encoded = encode(S3Format::Parquet, DEFAULT_GZIP_LEVEL, &events, Utc::now()).unwrap();
         assert_eq!(encoded.rejected.len(), 1);
         assert_eq!(encoded.rejected[0].0, 1);
         let batch = read(encoded.bytes);
@@ -399,13 +403,13 @@ mod tests {
     fn parquet_encoding_speed() {
         let events: Vec<OutEvent> = (0..10_000).map(chat_event).collect();
         let json_bytes: usize = events.iter().map(|e| e.json.len()).sum();
-        encode(S3Format::Parquet, &events[..100], Utc::now()).unwrap(); // warm-up
+        encode(S3Format::Parquet, DEFAULT_GZIP_LEVEL, &events[..100], Utc::now()).unwrap(); // warm-up
         for format in [S3Format::Parquet, S3Format::NdjsonGzip] {
             // The fastest of five: the host is shared, and the slower runs measure its neighbours.
             let (elapsed, encoded) = (0..5)
                 .map(|_| {
                     let started = std::time::Instant::now();
-                    let encoded = encode(format, &events, Utc::now()).unwrap();
+                    let encoded = encode(format, DEFAULT_GZIP_LEVEL, &events, Utc::now()).unwrap();
                     (started.elapsed(), encoded)
                 })
                 .min_by_key(|(elapsed, _)| *elapsed)

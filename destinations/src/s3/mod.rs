@@ -83,6 +83,10 @@ pub struct S3Config {
     /// Object format: `ndjson_gzip` (default) or `parquet`.
     #[serde(default)]
     pub format: S3Format,
+    /// Gzip level of `ndjson_gzip` objects, 0 (none) to 9 (smallest). Unset: 6. Lower levels
+    /// trade larger objects for less CPU (BENCHMARKS.md, issue 16, has a drain at level 1).
+    #[serde(default)]
+    pub gzip_level: Option<u32>,
     /// Objects of this size or more (after encoding) use a multipart upload. Default 16 MiB.
     #[serde(default = "default_multipart_threshold")]
     pub multipart_threshold_bytes: u64,
@@ -160,6 +164,13 @@ impl S3Config {
                 self.part_size_bytes
             ));
         }
+        match (self.gzip_level, self.format) {
+            (Some(level), _) if level > 9 => return Err(format!("gzip_level must be 0..=9, got {level}")),
+            (Some(_), S3Format::Parquet) => {
+                return Err("gzip_level applies to ndjson_gzip objects; parquet objects are compressed with snappy".into())
+            }
+            _ => {}
+        }
         if self.multipart_threshold_bytes == 0 {
             return Err("multipart_threshold_bytes must be greater than 0".into());
         }
@@ -230,9 +241,10 @@ impl S3Destination {
         let last = events.iter().map(|e| e.offset).max().unwrap_or(0);
         let key = self.key(batch, source, hour, first, last);
         let format = self.config.format;
+        let level = self.config.gzip_level.unwrap_or(encode::DEFAULT_GZIP_LEVEL);
         let count = events.len();
         // Gzip and Parquet encoding of a large batch is CPU work that would stall the executor.
-        let encoded = tokio::task::spawn_blocking(move || encode::encode(format, &events, Utc::now()))
+        let encoded = tokio::task::spawn_blocking(move || encode::encode(format, level, &events, Utc::now()))
             .await
             .map_err(|e| DeliveryError::temporary(format!("encoding task failed: {e}")))??;
         if encoded.rejected.len() == count {

@@ -56,6 +56,7 @@ pub fn sink_config(endpoint: &str, bucket: &str) -> S3Config {
         secret_access_key: Some("test".into()),
         session_token: None,
         format: S3Format::NdjsonGzip,
+        gzip_level: None,
         multipart_threshold_bytes: 16 * 1024 * 1024,
         part_size_bytes: 8 * 1024 * 1024,
         timeout_ms: 60_000,
