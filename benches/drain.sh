@@ -6,6 +6,7 @@
 #                                                # and S3 NDJSON at once
 #   SLUICE=/path/to/other/sluice bash benches/drain.sh   # another build (before/after pairs)
 #   RUNS=2 CHAIN=none EVENTS=500000 bash benches/drain.sh
+#   GZIP_LEVEL=1 DESTS=four bash benches/drain.sh   # gzip_level of the files and S3 NDJSON sinks
 #
 # Each run: start Sluice with its destinations disabled (they still hold the log), fill the log
 # with EVENTS events over HTTP (100-event batches of the chat event of bench-payloads), stop it,
@@ -74,7 +75,7 @@ YAML
     enabled: $2
     transformations: $chain
     batch: { max_events: $MAX_EVENTS, max_bytes: 67108864, max_age_ms: 2000 }
-    sink: { type: files, path: $1/files }
+    sink: { type: files, path: $1/files${GZIP_LEVEL:+, gzip_level: $GZIP_LEVEL} }
   - id: hook
     enabled: $2
     transformations: $chain
@@ -85,7 +86,7 @@ YAML
     transformations: $chain
     lanes: $LANES
     batch: { max_events: $MAX_EVENTS, max_bytes: 67108864, max_age_ms: 2000 }
-    sink: { type: s3, bucket: $3, prefix: ndjson, region: us-east-1, endpoint: http://127.0.0.1:5000, force_path_style: true, format: ndjson_gzip }
+    sink: { type: s3, bucket: $3, prefix: ndjson, region: us-east-1, endpoint: http://127.0.0.1:5000, force_path_style: true, format: ndjson_gzip${GZIP_LEVEL:+, gzip_level: $GZIP_LEVEL} }
 YAML
   fi
 }
