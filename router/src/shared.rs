@@ -205,9 +205,9 @@ impl SharedRuns {
     }
 
     /// Drops what no member needs any more, then moves the oldest outcomes to the spill while
-    /// over the budget. The spill's write happens under the lock: it goes to the page cache (a
-    /// few hundred KB per read of a member), and a member that looked for an outcome meanwhile
-    /// must find it either here or there.
+    /// over the budget. The spill's write happens under the lock: it goes to the page cache (at
+    /// most about one member's read, a few MB, in 1 MiB writes), and a member that looks for an
+    /// outcome meanwhile must find it either here or there.
     fn trim(&self, state: &mut State) {
         let lowest = state.positions.iter().copied().min().unwrap_or(0);
         let mut spilled = Vec::new();
