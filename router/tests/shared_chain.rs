@@ -1,5 +1,6 @@
 //! Destinations with the same transformation chain share one run of it per event, and stay
-//! independent: a destination that is down holds nobody else back, and a script that reads
+//! independent: a destination that is down holds nobody else back (and, back up, reads what it
+//! missed from the memo's spill instead of running the chain again), and a script that reads
 //! `meta.destination` is still run once per destination.
 
 mod common;
@@ -77,4 +78,67 @@ async fn a_script_that_reads_meta_destination_runs_for_each_destination() {
     assert_eq!(vias(&b), [Value::from("via_b")].into_iter().collect());
     assert_eq!(counter("sluice_transform_shared_total", "via_a") + counter("sluice_transform_shared_total", "via_b"), 0);
     router.stop().await;
+}
+
+const KEEP: &str = "fn transform(event, meta) { event.marked = meta.source; event }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_was_down_catches_up_from_the_spill_without_running_the_chain_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    metrics();
+    let (dir, log, dlq) = setup();
+    let registry = registry(dir.path(), &[("keep", KEEP)]);
+    let (fast, fast_url) = Receiver::always(200);
+    let up = Arc::new(AtomicBool::new(false));
+    let (slow, slow_url) = {
+        let up = up.clone();
+        Receiver::start(move |_| common::Reply::status(if up.load(Ordering::SeqCst) { 200 } else { 503 }))
+    };
+    let chain = "transformations: [keep]\nbatch: { max_events: 100, max_age_ms: 50 }\n";
+    let retry_forever = "retry: { initial_backoff_ms: 20, max_backoff_ms: 50, max_attempts: 1000000 }\n";
+    let configs = vec![destination("spill_fast", &fast_url, chain), destination("spill_slow", &slow_url, &format!("{chain}{retry_forever}"))];
+    let router = start(&log, &dlq, &registry, configs, None).await;
+    // 600 events of 64 KB: about 38 MiB of outcomes, more than twice the memo's 16 MiB, so what
+    // the slow destination has not read goes to the spill.
+    let pad = "x".repeat(64 << 10);
+    let ids: Vec<String> = (0..600).map(|i| format!("big{i}")).collect();
+    let events: Vec<String> = ids
+        .iter()
+        .map(|id| format!(r#"{{"type":"track","event":"e","userId":"u","messageId":"{id}","properties":{{"pad":"{pad}"}}}}"#))
+        .collect();
+    for chunk in events.chunks(100) {
+        common::append_raw(&log, chunk).await;
+    }
+    wait_for("the healthy destination to get every event", 60, || fast.ids().len() == 600).await;
+    assert!(slow.count() > 0 && slow.events().is_empty(), "the slow destination was failing all along");
+    up.store(true, Ordering::SeqCst);
+    wait_for("the slow destination to catch up", 60, || slow.ids().len() >= 600).await;
+    assert_eq!(sorted(slow.ids()), sorted(ids.clone()));
+    for e in slow.events() {
+        assert_eq!(e["marked"], "web");
+        assert_eq!(e["properties"]["pad"].as_str().map(str::len), Some(64 << 10), "outcomes read back whole");
+    }
+    // Each event ran through the chain once: one destination took every outcome from the
+    // other's run, in memory or from the spill (without the spill, the slow one ran the chain
+    // again for everything the memo had dropped).
+    let taken = counter("sluice_transform_shared_total", "spill_fast") + counter("sluice_transform_shared_total", "spill_slow");
+    assert_eq!(taken, 600);
+    router.stop().await;
+    // The spill's files were never visible: the dead-letter directory holds no file.
+    let files: Vec<_> = walk(dlq.dir());
+    assert!(files.is_empty(), "{files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
