@@ -331,7 +331,7 @@ mod tests {
     #[test]
     fn segments_go_once_passed_and_the_cap_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let big = |o: u64| -> Outcome { Ok(vec![Bytes::from(vec![b'x'; 1 << 20])]).map(|mut v: Vec<Bytes>| { v.push(Bytes::from(o.to_string())); v }) };
+        let big = |o: u64| -> Outcome { Ok(vec![Bytes::from(vec![b'x'; 1 << 20]), Bytes::from(o.to_string())]) };
         // 200 outcomes of 1 MiB: four segments; a cap of 150 MiB keeps only the newest ones.
         let mut spill = Spill::new(dir.path().into(), 150 << 20);
         for chunk in (0..200u64).collect::<Vec<_>>().chunks(10) {
