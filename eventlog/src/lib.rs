@@ -58,6 +58,7 @@
 //! name gives its first offset, so finding an offset means picking the segment and scanning it.
 
 mod admin;
+mod chunks;
 mod contract;
 mod cursor;
 mod error;
@@ -288,6 +289,8 @@ pub(crate) struct Shared {
     pub refusing: AtomicBool,
     /// Why the last write failed; cleared by the next successful one (stays when poisoned).
     pub write_error: Mutex<Option<String>>,
+    /// Read buffers the readers hand back and take again (`chunks.rs`).
+    pub chunks: Arc<chunks::ChunkPool>,
 }
 
 impl Shared {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::chunks::ChunkPool;
 use crate::segment::{parse_record, Parsed, HEADER};
 use crate::{payload, Committed, LogError, Record, Shared};
 
@@ -26,7 +27,7 @@ const MIN_CHUNK: usize = 256 << 10;
 /// stays in memory until the last of its events is delivered, and bytes read past `max_records`
 /// are dropped and read again by the next call. Reading a destination's whole `max_bytes`
 /// (64 MiB in a typical S3 config) at once cost 7x the bytes needed and ~100 MB of RSS.
-const MAX_CHUNK: usize = 4 << 20;
+const MAX_CHUNK: usize = crate::chunks::CHUNK;
 
 /// Bytes of a segment that were not a valid record, skipped by a reader.
 #[derive(Debug, Clone)]
@@ -138,8 +139,8 @@ impl Reader {
             let bytes_left = max_bytes.saturating_sub(bytes);
             let want = (limit - pos).min(records_left.min(bytes_left).clamp(MIN_CHUNK, MAX_CHUNK) as u64) as usize;
             let records_before = out.len();
-            let chunk = read_exact_at(file, pos, want)?;
-            let chunk = Bytes::from(chunk);
+            let chunk = read_into(file, pos, want, self.shared.chunks.take(want))?;
+            let chunk = ChunkPool::share(&self.shared.chunks, chunk);
             let mut at = 0usize;
             let mut needed = None;
             let mut invalid = None;
@@ -313,10 +314,14 @@ impl Reader {
 /// own (`memset`, the largest source of page faults in a four-destination drain). The reader
 /// owns this `File` (one per segment it reads), so nothing else moves its position.
 fn read_exact_at(file: &File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    read_into(file, pos, len, Vec::with_capacity(len))
+}
+
+/// [`read_exact_at`] into `buf` (empty, with room for `len`).
+fn read_into(file: &File, pos: u64, len: usize, mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut handle = file;
     handle.seek(SeekFrom::Start(pos))?;
-    let mut buf = Vec::with_capacity(len);
     handle.take(len as u64).read_to_end(&mut buf)?;
     if buf.len() < len {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("read {} of {len} bytes at {pos}", buf.len())));

@@ -135,6 +135,7 @@ pub(crate) fn recover(config: &LogConfig) -> Result<(Arc<Shared>, Active), LogEr
         budget_bytes: config.disk_budget_bytes,
         refusing: AtomicBool::new(false),
         write_error: Mutex::new(None),
+        chunks: Arc::default(),
     });
     Ok((shared, Active { file, base, len: valid_len, next_offset, committed_tx }))
 }

@@ -64,6 +64,8 @@ pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Opt
     let offsets: Vec<u64> = taken.iter().map(|(r, _, _)| r.offset).collect();
     let (outcomes, shared_runs) = outcomes(chain, shared, &offsets, &inputs);
     prepared.taken = shared_runs;
+    // Grown by doubling, this vector was a fifth of a drain's page faults (with the lanes').
+    prepared.events.reserve(taken.len());
     for ((record, lane, _), outcome) in taken.into_iter().zip(outcomes) {
         match outcome {
             Ok(outs) => prepared

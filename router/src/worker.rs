@@ -250,6 +250,7 @@ impl Worker {
         for record in prepared.not_objects {
             pending.dead.push(self.dead_letter(Stage::Transform, &[record], "stored event is not a JSON object".into(), 0));
         }
+        reserve(pending, &prepared.events);
         for (partition, lane, event) in prepared.events {
             push(pending, partition, lane, event);
         }
@@ -508,15 +509,37 @@ fn joined(result: Result<bool, tokio::task::JoinError>) -> bool {
     }
 }
 
-fn push(pending: &mut Pending, partition: Option<u32>, lane: usize, event: OutEvent) {
-    pending.events += 1;
-    pending.bytes += event.json.len();
-    let group = match pending.groups.iter().position(|(p, _)| *p == partition) {
+/// Makes room in the lanes for `events` at once: a batch fills from reads of thousands of events,
+/// and lanes grown by doubling copied themselves into fresh pages on the way (BENCHMARKS.md,
+/// issue 16, the page-fault profile).
+fn reserve(pending: &mut Pending, events: &[(Option<u32>, usize, OutEvent)]) {
+    let Some((partition, _, _)) = events.first() else { return };
+    if events.iter().any(|(p, _, _)| p != partition) {
+        return; // several partitions in one read (Kafka): rare, the lanes grow as they go
+    }
+    let mut per_lane = vec![0usize; pending.lanes];
+    for (_, lane, _) in events {
+        per_lane[*lane] += 1;
+    }
+    let group = group_of(pending, *partition);
+    for (lane, n) in pending.groups[group].1.iter_mut().zip(per_lane) {
+        lane.reserve(n);
+    }
+}
+
+fn group_of(pending: &mut Pending, partition: Option<u32>) -> usize {
+    match pending.groups.iter().position(|(p, _)| *p == partition) {
         Some(i) => i,
         None => {
             pending.groups.push((partition, vec![Vec::new(); pending.lanes]));
             pending.groups.len() - 1
         }
-    };
+    }
+}
+
+fn push(pending: &mut Pending, partition: Option<u32>, lane: usize, event: OutEvent) {
+    pending.events += 1;
+    pending.bytes += event.json.len();
+    let group = group_of(pending, partition);
     pending.groups[group].1[lane].push(event);
 }
