@@ -91,12 +91,7 @@ fn lane(user: &str, lanes: usize) -> usize {
 /// chain reads `meta.destination` (asked per call: a reload can change it), each event is run
 /// once for every destination of the chain.
 fn outcomes(chain: &Chain, shared: Option<&SharedRuns>, offsets: &[u64], inputs: &[(&[u8], Meta<'_>)]) -> (Vec<Outcome>, usize) {
-    let solo = |inputs: &[(&[u8], Meta<'_>)]| -> Vec<Outcome> {
-        transform_parallel(chain, inputs)
-            .into_iter()
-            .map(|r| r.map(|outs| outs.into_iter().map(Bytes::from).collect()).map_err(|e| e.to_string()))
-            .collect()
-    };
+    let solo = |inputs: &[(&[u8], Meta<'_>)]| -> Vec<Outcome> { transform_parallel(chain, inputs) };
     match shared {
         Some(runs) if !chain.reads_destination() => runs.outcomes(offsets, |mine| {
             let part: Vec<(&[u8], Meta<'_>)> = mine.iter().map(|&i| inputs[i]).collect();
@@ -117,19 +112,55 @@ const PARALLEL_MIN_EVENTS: usize = 256;
 /// the process. Before, each read started and joined its own threads, so four destinations
 /// draining at once ran eight of them on two cores (BENCHMARKS.md, issue 16, has the drain's
 /// figures with and without).
-fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<TransformOutcome> {
+fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<Outcome> {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();
+    let run = |part: &[(&[u8], Meta<'_>)]| {
+        let mut outcomes = chain.apply_batch(part);
+        retry_wall_clock_failures(chain, part, &mut outcomes);
+        pack(outcomes)
+    };
     if threads < 2 || inputs.len() < PARALLEL_MIN_EVENTS {
-        let mut outcomes = chain.apply_batch(inputs);
-        retry_wall_clock_failures(chain, inputs, &mut outcomes);
-        return outcomes;
+        return run(inputs);
     }
     let chunk = inputs.len().div_ceil(threads);
-    let parts: Vec<Vec<TransformOutcome>> = inputs.par_chunks(chunk).map(|part| chain.apply_batch(part)).collect();
-    let mut outcomes: Vec<TransformOutcome> = parts.into_iter().flatten().collect();
-    retry_wall_clock_failures(chain, inputs, &mut outcomes);
+    let parts: Vec<Vec<Outcome>> = inputs.par_chunks(chunk).map(run).collect();
+    parts.into_iter().flatten().collect()
+}
+
+/// The output events of a run copied into one buffer, each a slice of it. The chain gives every
+/// event its own allocation, made on a transforming thread and freed on whichever thread delivers
+/// the batch last; those frees across threads, with the shared handle `Bytes` adds to each, were
+/// 9% of a one-destination drain's CPU in the allocator (BENCHMARKS.md, issue 16). Here the
+/// chain's buffers are freed at once, on the thread that made them, and the batch holds one
+/// buffer per run. An output's bytes stay in memory until every event of its run is delivered:
+/// the run's events travel together through every destination's batches anyway.
+fn pack(outcomes: Vec<TransformOutcome>) -> Vec<Outcome> {
+    let total: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).flatten().map(Vec::len).sum();
+    let mut buf = Vec::with_capacity(total);
+    let mut ends = Vec::with_capacity(outcomes.len());
+    for outs in outcomes.iter().filter_map(|o| o.as_ref().ok()).flatten() {
+        buf.extend_from_slice(outs);
+        ends.push(buf.len());
+    }
+    let buf = Bytes::from(buf);
+    let mut ends = ends.into_iter();
+    let mut start = 0;
     outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(outs) => Ok(outs
+                .iter()
+                .map(|_| {
+                    let end = ends.next().expect("one end per output");
+                    let slice = buf.slice(start..end);
+                    start = end;
+                    slice
+                })
+                .collect()),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect()
 }
 
 /// The wall-clock limit measures elapsed time, so on a loaded machine a thread that was simply
@@ -179,5 +210,24 @@ mod tests {
                 assert_eq!(out["doubled"], serde_json::json!(n * 2), "event {n} out of place");
             }
         }
+    }
+
+    /// Splits, drops and failures keep their places when the outputs are packed into one buffer.
+    #[test]
+    fn packed_outputs_keep_their_events_and_places() {
+        use sluice_transformer::TransformError;
+        let outcomes: Vec<TransformOutcome> = vec![
+            Ok(vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]),
+            Err(TransformError::DuplicateId("boom".into())),
+            Ok(vec![]),
+            Ok(vec![b"{\"c\":3}".to_vec()]),
+        ];
+        let packed = pack(outcomes);
+        assert_eq!(packed.len(), 4);
+        let texts = |o: &Outcome| o.as_ref().unwrap().iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect::<Vec<_>>();
+        assert_eq!(texts(&packed[0]), ["{\"a\":1}", "{\"b\":2}"]);
+        assert!(packed[1].as_ref().unwrap_err().contains("boom"));
+        assert!(texts(&packed[2]).is_empty());
+        assert_eq!(texts(&packed[3]), ["{\"c\":3}"]);
     }
 }
