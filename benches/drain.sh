@@ -11,7 +11,7 @@
 # Each run: start Sluice with its destinations disabled (they still hold the log), fill the log
 # with EVENTS events over HTTP (100-event batches of the chat event of bench-payloads), stop it,
 # enable the destinations, start it again and time until every destination's lag is 0. Prints the
-# drain rate, Sluice's CPU seconds per 1,000 events over the drain, peak RSS, and checks what
+# drain rate, Sluice's CPU seconds and page faults per 1,000 events over the drain, peak RSS, and checks what
 # landed: rows of every Parquet object, lines of the files destination, the delivered counters.
 # Needs the test backends (moto): `bash scripts/backends.sh start`, which this script runs.
 set -euo pipefail
@@ -43,6 +43,7 @@ SLUICE="${SLUICE:-$BIN/sluice}"
 
 wait_port() { for _ in $(seq 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+faults() { awk '{print $10 + $12}' "/proc/$1/stat"; }   # minor + major page faults
 metric_sum() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" || $1 == m {s += $2; n++} END {if (n) printf "%d", s; else print -1}'; }
 
 # The webhook receiver: the parse-only baseline server answers 200 to any POST.
@@ -119,21 +120,22 @@ for run in $(seq "$RUNS"); do
     sleep 0.1
   done
   t1=$(date +%s.%N)
-  cpu=$(ticks "$pid"); hz=$(getconf CLK_TCK)
+  cpu=$(ticks "$pid"); hz=$(getconf CLK_TCK); pf=$(faults "$pid")
   rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status")
   delivered=$(metric_sum sluice_destination_delivered_total)
   dead=$(metric_sum sluice_destination_dead_lettered_total)
   shared=$(metric_sum sluice_transform_shared_total)   # outcomes a destination took from another's run
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$have" "$t0" "$t1" "$cpu" "$hz" "$rss" "$delivered" "$dead" "$load" "$DESTS" "$CHAIN" "${shared:-0}" <<'PY'
+  python3 - "$have" "$t0" "$t1" "$cpu" "$hz" "$rss" "$delivered" "$dead" "$load" "$DESTS" "$CHAIN" "${shared:-0}" "$pf" <<'PY'
 import sys
-have, t0, t1, cpu, hz, rss, delivered, dead, load, dests, chain, shared = sys.argv[1:]
+have, t0, t1, cpu, hz, rss, delivered, dead, load, dests, chain, shared, pf = sys.argv[1:]
 members = 4 if dests == "four" else 1
 runs = (members * int(have) - int(shared)) / int(have)  # chain runs per event; 1.0 = each event once
 secs = float(t1) - float(t0)
 cpu_s = int(cpu) / int(hz)
 print(f"RESULT dests={dests} chain={chain} events={have} seconds={secs:.2f} drain_events_per_s={int(have)/secs:.0f} "
-      f"cpu_s={cpu_s:.1f} cpu_ms_per_1000_events={cpu_s*1e6/int(have):.1f} peak_rss_mb={rss} delivered={delivered} "
+      f"cpu_s={cpu_s:.1f} cpu_ms_per_1000_events={cpu_s*1e6/int(have):.1f} page_faults_per_1000_events={int(pf)*1000/int(have):.0f} "
+      f"peak_rss_mb={rss} delivered={delivered} "
       f"dead_lettered={dead} chain_runs_per_event={runs:.2f} load_before='{load}'", flush=True)
 PY
   "$PY" - "$bucket" "$have" "$dir/files" <<'PY' || status=1

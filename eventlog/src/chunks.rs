@@ -19,8 +19,12 @@ use bytes::Bytes;
 
 /// Capacity of every pooled buffer: the largest single read (`reader::MAX_CHUNK`).
 pub(crate) const CHUNK: usize = 4 << 20;
-/// Reads smaller than this get a buffer of their own size: a reader following the live end of
-/// the log reads a few records at a time, and a 4 MiB buffer held by each of them would be waste.
+/// Reads from this size take a kept buffer if there is one: a destination with small batches
+/// (a webhook's 1,000 events, under 1 MiB) reads its backlog in reads this large.
+pub(crate) const REUSED_FROM: usize = 256 << 10;
+/// Reads from this size get a new pooled buffer when none is kept. Smaller ones get a buffer of
+/// their own size: a reader following the live end of the log reads a few records at a time,
+/// and a 4 MiB buffer held for each of them would be waste.
 pub(crate) const POOLED_FROM: usize = 1 << 20;
 /// Buffers kept for reuse (32 MiB): enough for every reader of a typical config to have one
 /// being filled and one being transformed.
@@ -34,10 +38,14 @@ pub(crate) struct ChunkPool {
 impl ChunkPool {
     /// An empty buffer with room for `len` bytes: a kept one for large reads.
     pub fn take(&self, len: usize) -> Vec<u8> {
-        if !(POOLED_FROM..=CHUNK).contains(&len) {
+        if !(REUSED_FROM..=CHUNK).contains(&len) {
             return Vec::with_capacity(len);
         }
-        self.free.lock().unwrap().pop().unwrap_or_else(|| Vec::with_capacity(CHUNK))
+        match self.free.lock().unwrap().pop() {
+            Some(buf) => buf,
+            None if len >= POOLED_FROM => Vec::with_capacity(CHUNK),
+            None => Vec::with_capacity(len),
+        }
     }
 
     /// `buf` as shared bytes that go back to `pool` once the last slice of them is dropped.
@@ -106,6 +114,13 @@ mod tests {
         assert!(small.capacity() < CHUNK);
         drop(ChunkPool::share(&pool, small));
         assert_eq!(pool.kept(), 0, "small reads are not pooled");
+
+        // A middling read takes a kept buffer, but does not make one.
+        let middling = pool.take(REUSED_FROM);
+        assert!(middling.capacity() < CHUNK);
+        drop(ChunkPool::share(&pool, pool.take(CHUNK)));
+        assert_eq!(pool.kept(), 1);
+        assert_eq!(pool.take(REUSED_FROM).capacity(), CHUNK);
     }
 
     #[test]

@@ -125,43 +125,58 @@ fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<Outcom
     }
     let chunk = inputs.len().div_ceil(threads);
     let parts: Vec<Vec<Outcome>> = inputs.par_chunks(chunk).map(run).collect();
-    parts.into_iter().flatten().collect()
+    let mut outcomes = Vec::with_capacity(inputs.len());
+    outcomes.extend(parts.into_iter().flatten());
+    outcomes
 }
 
-/// The output events of a run copied into one buffer, each a slice of it. The chain gives every
-/// event its own allocation, made on a transforming thread and freed on whichever thread delivers
-/// the batch last; those frees across threads, with the shared handle `Bytes` adds to each, were
-/// 9% of a one-destination drain's CPU in the allocator (BENCHMARKS.md, issue 16). Here the
-/// chain's buffers are freed at once, on the thread that made them, and the batch holds one
-/// buffer per run. An output's bytes stay in memory until every event of its run is delivered:
-/// the run's events travel together through every destination's batches anyway.
+/// The output events of a run copied into shared buffers of about [`PACK_BYTES`], each event a
+/// slice of one. The chain gives every event its own allocation, made on a transforming thread
+/// and freed on whichever thread delivers it last; those frees across threads, with the shared
+/// handle `Bytes` adds to each, were 9% of a one-destination drain's CPU in the allocator
+/// (BENCHMARKS.md, issue 16). Here the chain's buffers are freed at once, on the thread that made
+/// them. A buffer stays in memory until every event in it is delivered everywhere, so buffers are
+/// kept small: one buffer per run (megabytes) held the peak RSS of a four-destination drain
+/// 10-60 MB higher.
 fn pack(outcomes: Vec<TransformOutcome>) -> Vec<Outcome> {
-    let total: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).flatten().map(Vec::len).sum();
-    let mut buf = Vec::with_capacity(total);
-    let mut ends = Vec::with_capacity(outcomes.len());
-    for outs in outcomes.iter().filter_map(|o| o.as_ref().ok()).flatten() {
-        buf.extend_from_slice(outs);
-        ends.push(buf.len());
+    let mut left: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).flatten().map(Vec::len).sum();
+    let mut buffers: Vec<Bytes> = Vec::new();
+    // Per output: its buffer and its span there.
+    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    for out in outcomes.iter().filter_map(|o| o.as_ref().ok()).flatten() {
+        if !buf.is_empty() && buf.len() + out.len() > buf.capacity() {
+            buffers.push(Bytes::from(std::mem::take(&mut buf)));
+        }
+        if buf.is_empty() {
+            buf.reserve_exact(left.min(PACK_BYTES).max(out.len()));
+        }
+        spans.push((buffers.len(), buf.len(), buf.len() + out.len()));
+        buf.extend_from_slice(out);
+        left -= out.len();
     }
-    let buf = Bytes::from(buf);
-    let mut ends = ends.into_iter();
-    let mut start = 0;
+    if !buf.is_empty() {
+        buffers.push(Bytes::from(buf));
+    }
+    let mut spans = spans.into_iter();
     outcomes
         .into_iter()
         .map(|outcome| match outcome {
             Ok(outs) => Ok(outs
                 .iter()
                 .map(|_| {
-                    let end = ends.next().expect("one end per output");
-                    let slice = buf.slice(start..end);
-                    start = end;
-                    slice
+                    let (n, start, end) = spans.next().expect("one span per output");
+                    buffers[n].slice(start..end)
                 })
                 .collect()),
             Err(e) => Err(e.to_string()),
         })
         .collect()
 }
+
+/// Size of the buffers [`pack`] fills: under mimalloc's large-object size, and about a hundred
+/// chat events, so one event still pending keeps little else in memory.
+const PACK_BYTES: usize = 64 << 10;
 
 /// The wall-clock limit measures elapsed time, so on a loaded machine a thread that was simply
 /// not scheduled for a while can hit it with a healthy script. Such an event gets one more run
@@ -229,5 +244,14 @@ mod tests {
         assert!(packed[1].as_ref().unwrap_err().contains("boom"));
         assert!(texts(&packed[2]).is_empty());
         assert_eq!(texts(&packed[3]), ["{\"c\":3}"]);
+
+        // More than one buffer's worth, and an output larger than a buffer.
+        let big = |n: usize, len: usize| format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(len)).into_bytes();
+        let outcomes: Vec<TransformOutcome> = (0..500).map(|n| Ok(vec![big(n, if n == 250 { 3 * PACK_BYTES } else { 700 })])).collect();
+        let packed = pack(outcomes);
+        for (n, outcome) in packed.iter().enumerate() {
+            let out: serde_json::Value = serde_json::from_slice(&outcome.as_ref().unwrap()[0]).unwrap();
+            assert_eq!(out["n"], serde_json::json!(n));
+        }
     }
 }
