@@ -91,13 +91,12 @@ fn lane(user: &str, lanes: usize) -> usize {
 /// chain reads `meta.destination` (asked per call: a reload can change it), each event is run
 /// once for every destination of the chain.
 fn outcomes(chain: &Chain, shared: Option<&SharedRuns>, offsets: &[u64], inputs: &[(&[u8], Meta<'_>)]) -> (Vec<Outcome>, usize) {
-    let solo = |inputs: &[(&[u8], Meta<'_>)]| -> Vec<Outcome> { transform_parallel(chain, inputs) };
     match shared {
         Some(runs) if !chain.reads_destination() => runs.outcomes(offsets, |mine| {
             let part: Vec<(&[u8], Meta<'_>)> = mine.iter().map(|&i| inputs[i]).collect();
-            solo(&part)
+            transform_parallel(chain, &part)
         }),
-        _ => (solo(inputs), 0),
+        _ => (transform_parallel(chain, inputs), 0),
     }
 }
 
@@ -132,12 +131,12 @@ fn transform_parallel(chain: &Chain, inputs: &[(&[u8], Meta<'_>)]) -> Vec<Outcom
 
 /// The output events of a run copied into shared buffers of about [`PACK_BYTES`], each event a
 /// slice of one. The chain gives every event its own allocation, made on a transforming thread
-/// and freed on whichever thread delivers it last; those frees across threads, with the shared
-/// handle `Bytes` adds to each, were 9% of a one-destination drain's CPU in the allocator
+/// and freed on whichever thread delivers it last, with the shared handle `Bytes` adds to each;
+/// the allocator took 9% of a one-destination drain's CPU, most of it in such frees
 /// (BENCHMARKS.md, issue 16). Here the chain's buffers are freed at once, on the thread that made
 /// them. A buffer stays in memory until every event in it is delivered everywhere, so buffers are
-/// kept small: one buffer per run (megabytes) held the peak RSS of a four-destination drain
-/// 10-60 MB higher.
+/// kept small: with one buffer per run (megabytes) single four-destination drains peaked 5-60 MB
+/// higher.
 fn pack(outcomes: Vec<TransformOutcome>) -> Vec<Outcome> {
     let mut left: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).flatten().map(Vec::len).sum();
     let mut buffers: Vec<Bytes> = Vec::new();
@@ -227,7 +226,7 @@ mod tests {
         }
     }
 
-    /// Splits, drops and failures keep their places when the outputs are packed into one buffer.
+    /// Splits, drops and failures keep their places when the outputs are packed into shared buffers.
     #[test]
     fn packed_outputs_keep_their_events_and_places() {
         use sluice_transformer::TransformError;
