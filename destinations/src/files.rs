@@ -30,7 +30,7 @@ pub struct FilesConfig {
 }
 
 fn default_level() -> u32 {
-    6
+    crate::DEFAULT_GZIP_LEVEL
 }
 
 impl FilesConfig {
@@ -38,10 +38,7 @@ impl FilesConfig {
         if self.path.as_os_str().is_empty() {
             return Err("path must not be empty".into());
         }
-        if self.gzip_level > 9 {
-            return Err(format!("gzip_level must be 0..=9, got {}", self.gzip_level));
-        }
-        Ok(())
+        crate::check_gzip_level(self.gzip_level)
     }
 }
 

@@ -91,6 +91,18 @@ pub fn received_at(json: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
     Some(chrono::DateTime::parse_from_rfc3339(&received.received_at?).ok()?.with_timezone(&chrono::Utc))
 }
 
+/// The gzip level of the sinks that gzip (files, S3 `ndjson_gzip`, Snowflake stage files) when
+/// their config names none: zlib's default.
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
+/// The one rule for a sink's `gzip_level`, so every sink refuses the same values the same way.
+pub(crate) fn check_gzip_level(level: u32) -> Result<(), String> {
+    if level > 9 {
+        return Err(format!("gzip_level must be 0..=9, got {level}"));
+    }
+    Ok(())
+}
+
 /// What a destination reports back for a batch it accepted.
 #[derive(Debug, Default)]
 pub struct Delivered {

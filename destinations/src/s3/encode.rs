@@ -46,8 +46,7 @@ pub struct Encoded {
     pub rejected: Vec<(usize, String)>,
 }
 
-/// The gzip level of `ndjson_gzip` objects when the config names none (zlib's default).
-pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+pub use crate::DEFAULT_GZIP_LEVEL;
 
 /// Encodes `events` in `format` (`gzip_level` for `ndjson_gzip`); `loaded_at` fills Parquet's
 /// `uuid_ts`.

@@ -164,12 +164,11 @@ impl S3Config {
                 self.part_size_bytes
             ));
         }
-        match (self.gzip_level, self.format) {
-            (Some(level), _) if level > 9 => return Err(format!("gzip_level must be 0..=9, got {level}")),
-            (Some(_), S3Format::Parquet) => {
-                return Err("gzip_level applies to ndjson_gzip objects; parquet objects are compressed with snappy".into())
+        if let Some(level) = self.gzip_level {
+            crate::check_gzip_level(level)?;
+            if self.format == S3Format::Parquet {
+                return Err("gzip_level applies to ndjson_gzip objects; parquet objects are compressed with snappy".into());
             }
-            _ => {}
         }
         if self.multipart_threshold_bytes == 0 {
             return Err("multipart_threshold_bytes must be greater than 0".into());

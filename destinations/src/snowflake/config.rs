@@ -132,7 +132,7 @@ fn default_max_file_bytes() -> usize {
 }
 
 fn default_gzip_level() -> u32 {
-    6
+    crate::DEFAULT_GZIP_LEVEL
 }
 
 fn default_timeout_secs() -> u64 {
@@ -205,9 +205,7 @@ impl SnowflakeConfig {
         if self.max_file_bytes < 1024 {
             return Err(format!("max_file_bytes must be at least 1024, got {}", self.max_file_bytes));
         }
-        if self.gzip_level > 9 {
-            return Err(format!("gzip_level must be 0..=9, got {}", self.gzip_level));
-        }
+        crate::check_gzip_level(self.gzip_level)?;
         if super::schema::to_identifier(&self.discards_table) != self.discards_table {
             return Err(format!(
                 "discards_table {:?} must be a lower-case warehouse name ([a-z_][a-z0-9_]*, not a reserved word)",
