@@ -111,11 +111,31 @@ pub struct Delivered {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// A batch made ready to write by [`Destination::prepare`]: what the destination encoded, in a
+/// form only that destination reads back.
+pub type Prepared = Box<dyn std::any::Any + Send + Sync>;
+
 /// A place events are written to.
 #[async_trait]
 pub trait Destination: Send + Sync {
     /// Write one batch. `Ok` means every event not listed in `Delivered::rejected` is stored.
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, DeliveryError>;
+
+    /// The CPU work of writing `batch` that does not touch the destination (encoding), done
+    /// ahead. The router calls it for the next batch while the previous one is still being
+    /// written, so one batch's encoding overlaps the other's network time, and hands the result
+    /// to every attempt of [`Destination::deliver_prepared`], so a retry does not encode again.
+    /// `None` (the default, and the answer when encoding fails) means "nothing prepared": the
+    /// router then calls [`Destination::deliver`], which reports any error the usual way.
+    async fn prepare(&self, _batch: &Batch) -> Option<Prepared> {
+        None
+    }
+
+    /// Writes `batch` from what [`Destination::prepare`] returned for it; same contract as
+    /// [`Destination::deliver`].
+    async fn deliver_prepared(&self, batch: &Batch, _prepared: &Prepared) -> Result<Delivered, DeliveryError> {
+        self.deliver(batch).await
+    }
 
     /// Longest a single `deliver` call may take before the router treats it as a timeout.
     fn timeout(&self) -> Duration {

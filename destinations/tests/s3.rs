@@ -350,3 +350,39 @@ async fn landed_ids_reads_back_every_event_of_both_formats() {
     let only_parquet = sluice_destinations::s3::landed_ids(&parquet_config).await.unwrap();
     assert_eq!(only_parquet.others.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepared_batch_writes_what_deliver_writes_and_a_retry_writes_it_again() {
+    let (client, endpoint, bucket) = fresh_bucket("prepared").await;
+    let (_, _, plain_bucket) = fresh_bucket("unprepared").await;
+    let prepared_dest = S3Destination::new(config(&endpoint, &bucket, S3Format::Parquet)).await.unwrap();
+    let plain_dest = S3Destination::new(config(&endpoint, &plain_bucket, S3Format::Parquet)).await.unwrap();
+    let not_an_object = OutEvent { offset: 2, source: Arc::from("chat"), json: Bytes::from_static(b"\"text\"") };
+    let b = batch(vec![event(1, "web", json!({})), not_an_object, event(3, "chat", json!({})), event(4, "web", json!({}))]);
+
+    let prepared = prepared_dest.prepare(&b).await.expect("the S3 sink prepares its objects");
+    let first = prepared_dest.deliver_prepared(&b, &prepared).await.unwrap();
+    let written = keys(&client, &bucket).await;
+    // A retry of the same batch uploads the same objects again (same keys, no new object).
+    let again = prepared_dest.deliver_prepared(&b, &prepared).await.unwrap();
+    assert_eq!(keys(&client, &bucket).await, written);
+    let plain = plain_dest.deliver(&b).await.unwrap();
+
+    let rejected = |d: &sluice_destinations::Delivered| d.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>();
+    assert_eq!((rejected(&first), rejected(&again), rejected(&plain)), (vec![1], vec![1], vec![1]));
+    assert_eq!(written, keys(&client, &plain_bucket).await, "the same keys as an unprepared delivery");
+    assert_eq!(written.len(), 2);
+    for key in &written {
+        let ids = |bytes: Bytes| -> Vec<String> {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+            reader
+                .flat_map(|b| {
+                    let b = b.unwrap();
+                    let ids = column::<StringArray>(&b, "id");
+                    (0..ids.len()).map(|i| ids.value(i).to_string()).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        assert_eq!(ids(get(&client, &bucket, key).await), ids(get(&client, &plain_bucket, key).await), "{key}");
+    }
+}

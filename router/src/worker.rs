@@ -83,6 +83,13 @@ struct Pending {
     dead: Vec<DeadLetter>,
 }
 
+/// A batch's lanes as batches, each with what the destination prepared for it, waiting for the
+/// previous delivery to finish.
+struct Prepared {
+    batches: Vec<(Batch, Option<sluice_destinations::Prepared>)>,
+    oldest_received_at: Option<String>,
+}
+
 /// A dead-letter entry waiting to be written, with the alert kind it raises.
 pub(crate) struct DeadLetter {
     stage: Stage,
@@ -95,9 +102,10 @@ pub(crate) struct DeadLetter {
 
 impl Worker {
     /// Reads, transforms and batches the next events while the previous batch is delivered, so
-    /// transformation (CPU) and delivery (network, encoding) overlap. Only one delivery is in
-    /// flight at a time: batch N+1 starts delivering after batch N finished, which keeps each
-    /// user's order, and the cursor moves to the end of batch N only once N is delivered.
+    /// transformation (CPU) and delivery (network, encoding) overlap; a full batch is encoded
+    /// while the one before it is still being written. Only one batch is written at a time:
+    /// batch N+1 starts writing after batch N finished, which keeps each user's order, and the
+    /// cursor moves to the end of batch N only once N is delivered.
     pub async fn run(self, mut reader: Box<dyn LogReader>, mut shutdown: watch::Receiver<bool>) {
         let id = self.id.clone();
         // Every series of this destination exists from the start at 0, so that the first dead
@@ -135,10 +143,6 @@ impl Worker {
                     }
                 }
             };
-            // The previous delivery must finish first: it holds the older events of the same users.
-            if let Some(delivery) = in_flight.take() {
-                delivered = Some(joined(delivery.await));
-            }
             if delivered == Some(false) {
                 // Stopped between retries: the cursor stays before that batch, so all of it
                 // (and what was read since) is read and delivered again next start.
@@ -150,8 +154,17 @@ impl Worker {
             let end = reader.position();
             let lag = reader.lag();
             let (worker, stop, committer) = (this.clone(), shutdown.clone(), committer.clone());
-            in_flight = Some(tokio::spawn(async move {
-                if !worker.flush(pending, &stop).await {
+            // The next delivery starts now and encodes its batches (`Destination::prepare`) while
+            // the previous one may still be writing, but writes nothing before that one is done
+            // (`go`): it holds the older events of the same users. Still at most two batches in
+            // memory: the next fill starts only after the previous delivery has finished.
+            let (go, start) = tokio::sync::oneshot::channel::<bool>();
+            let next = tokio::spawn(async move {
+                let batches = worker.prepare(pending).await;
+                if !start.await.unwrap_or(false) {
+                    return false;
+                }
+                if !worker.flush(batches, &stop).await {
                     return false;
                 }
                 if let Err(error) = committer.commit(&end).await {
@@ -161,7 +174,18 @@ impl Worker {
                     metrics::gauge!(metric::LAG_EVENTS, "destination" => worker.id.to_string()).set(lag as f64);
                 }
                 true
-            }));
+            });
+            let previous = match in_flight.take() {
+                Some(delivery) => joined(delivery.await),
+                None => true,
+            };
+            // A dropped `go` (this task unwinding from a panic above) reads as false too.
+            let _ = go.send(previous);
+            if !previous {
+                joined(next.await);
+                break;
+            }
+            in_flight = Some(next);
         }
         if let Some(delivery) = in_flight.take() {
             joined(delivery.await);
@@ -261,23 +285,30 @@ impl Worker {
         }
     }
 
+    /// Turns the lanes into batches and has the destination prepare (encode) them, every lane
+    /// at once.
+    async fn prepare(&self, pending: Pending) -> Prepared {
+        let batches: Vec<Batch> = pending
+            .groups
+            .into_iter()
+            .flat_map(|(partition, lanes)| lanes.into_iter().filter(|l| !l.is_empty()).map(move |events| (partition, events)))
+            .map(|(partition, events)| Batch { destination: self.id.clone(), partition, events })
+            .collect();
+        let prepared = join_all(batches.iter().map(|b| self.destination.prepare(b))).await;
+        Prepared { batches: batches.into_iter().zip(prepared).collect(), oldest_received_at: pending.oldest_received_at }
+    }
+
     /// Delivers every lane concurrently, each with its own retries. Returns false when a
     /// shutdown interrupted a lane's retries, so the batch must not be marked as done.
-    async fn flush(&self, pending: Pending, shutdown: &watch::Receiver<bool>) -> bool {
-        if pending.events == 0 {
+    async fn flush(&self, prepared: Prepared, shutdown: &watch::Receiver<bool>) -> bool {
+        if prepared.batches.is_empty() {
             return true;
         }
-        if let Some(t) = pending.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+        if let Some(t) = prepared.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
             let lag = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
             metrics::gauge!(metric::LAG_SECONDS, "destination" => self.id.to_string()).set(lag.max(0.0));
         }
-        let batches = pending.groups.into_iter().flat_map(|(partition, lanes)| {
-            lanes.into_iter().filter(|l| !l.is_empty()).map(move |events| (partition, events))
-        });
-        let done = join_all(batches.map(|(partition, events)| {
-            self.deliver(Batch { destination: self.id.clone(), partition, events }, shutdown.clone())
-        }))
-        .await;
+        let done = join_all(prepared.batches.into_iter().map(|(batch, encoded)| self.deliver(batch, encoded, shutdown.clone()))).await;
         done.into_iter().all(|d| d)
     }
 
@@ -285,7 +316,7 @@ impl Worker {
     /// delivered or dead-lettered, false if a shutdown came while it was failing: an attempt in
     /// flight is finished (it is bounded by the destination's timeout), but no new attempt starts,
     /// or a stop would wait out the whole retry policy (up to `max_age_secs`, an hour by default).
-    async fn deliver(&self, batch: Batch, mut shutdown: watch::Receiver<bool>) -> bool {
+    async fn deliver(&self, batch: Batch, prepared: Option<sluice_destinations::Prepared>, mut shutdown: watch::Receiver<bool>) -> bool {
         let dest = self.id.to_string();
         let retry = &self.config.retry;
         let first_failed = chrono::Utc::now();
@@ -294,7 +325,13 @@ impl Worker {
         loop {
             attempt += 1;
             let t0 = Instant::now();
-            let result = match tokio::time::timeout(self.destination.timeout(), self.destination.deliver(&batch)).await {
+            let write = async {
+                match &prepared {
+                    Some(p) => self.destination.deliver_prepared(&batch, p).await,
+                    None => self.destination.deliver(&batch).await,
+                }
+            };
+            let result = match tokio::time::timeout(self.destination.timeout(), write).await {
                 Ok(r) => r,
                 Err(_) => Err(DeliveryError::temporary(format!("timed out after {:?}", self.destination.timeout()))),
             };

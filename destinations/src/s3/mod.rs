@@ -37,7 +37,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Deserialize;
 use tracing::debug;
 
-use crate::{Batch, Delivered, DeliveryError, Destination, OutEvent};
+use crate::{Batch, Delivered, DeliveryError, Destination, OutEvent, Prepared};
 
 pub(crate) mod client;
 pub mod encode;
@@ -226,74 +226,106 @@ impl S3Destination {
         )
     }
 
-    /// Encodes and uploads the object of one source; returns the events it refused, as indexes
-    /// into `events`.
-    async fn write_source(
-        &self,
-        batch: &Batch,
-        source: &str,
-        events: Vec<OutEvent>,
-        deadline: Instant,
-    ) -> Result<Vec<(usize, String)>, DeliveryError> {
+    /// Encodes the object of one source (`indexes` into the batch's events, in log order).
+    async fn encode_source(&self, batch: &Batch, source: &str, indexes: Vec<usize>) -> Result<EncodedObject, DeliveryError> {
+        let events: Vec<OutEvent> = indexes.iter().map(|&i| batch.events[i].clone()).collect();
         let hour = encode::received_at(&events[0].json).unwrap_or_else(Utc::now);
         let first = events.iter().map(|e| e.offset).min().unwrap_or(0);
         let last = events.iter().map(|e| e.offset).max().unwrap_or(0);
         let key = self.key(batch, source, hour, first, last);
         let format = self.config.format;
         let level = self.config.gzip_level.unwrap_or(encode::DEFAULT_GZIP_LEVEL);
-        let count = events.len();
         // Gzip and Parquet encoding of a large batch is CPU work that would stall the executor.
         let encoded = tokio::task::spawn_blocking(move || encode::encode(format, level, &events, Utc::now()))
             .await
             .map_err(|e| DeliveryError::temporary(format!("encoding task failed: {e}")))??;
-        if encoded.rejected.len() == count {
-            // Nothing left to store; an empty Parquet file would only confuse readers.
-            return Ok(encoded.rejected);
-        }
-        let object = upload::Object {
-            bucket: &self.config.bucket,
-            key: &key,
-            content_type: format.content_type(),
-            metadata: [
-                ("sluice-destination", batch.destination.to_string()),
-                ("sluice-events", (count - encoded.rejected.len()).to_string()),
-                ("sluice-first-offset", first.to_string()),
-                ("sluice-last-offset", last.to_string()),
-            ],
-        };
-        let size = encoded.bytes.len();
-        let started = Instant::now();
-        upload::upload(&self.client, &object, encoded.bytes, &self.config, deadline).await?;
-        debug!(
-            destination = %batch.destination,
-            bucket = %self.config.bucket,
-            %key,
-            events = count,
-            bytes = size,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "s3 object written"
-        );
-        Ok(encoded.rejected)
+        Ok(EncodedObject { indexes, key, first, last, encoded })
     }
+
+    /// Encodes every source's object of `batch`: sources in name order, events in log order
+    /// within each, so the same batch always yields the same objects.
+    async fn encode_batch(&self, batch: &Batch) -> Result<Vec<EncodedObject>, DeliveryError> {
+        let mut by_source: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
+        for (i, event) in batch.events.iter().enumerate() {
+            by_source.entry(event.source.clone()).or_default().push(i);
+        }
+        let mut objects = Vec::with_capacity(by_source.len());
+        for (source, indexes) in by_source {
+            objects.push(self.encode_source(batch, &source, indexes).await?);
+        }
+        Ok(objects)
+    }
+
+    /// Uploads encoded objects one after another, all by `deadline`; returns the events they
+    /// refused, as indexes into the batch.
+    async fn upload_batch(&self, batch: &Batch, objects: &[EncodedObject], deadline: Instant) -> Result<Delivered, DeliveryError> {
+        let mut delivered = Delivered::default();
+        for o in objects {
+            let count = o.indexes.len();
+            let rejected = o.encoded.rejected.iter().map(|(i, reason)| (o.indexes[*i], reason.clone()));
+            delivered.rejected.extend(rejected);
+            if o.encoded.rejected.len() == count {
+                // Nothing left to store; an empty Parquet file would only confuse readers.
+                continue;
+            }
+            let object = upload::Object {
+                bucket: &self.config.bucket,
+                key: &o.key,
+                content_type: self.config.format.content_type(),
+                metadata: [
+                    ("sluice-destination", batch.destination.to_string()),
+                    ("sluice-events", (count - o.encoded.rejected.len()).to_string()),
+                    ("sluice-first-offset", o.first.to_string()),
+                    ("sluice-last-offset", o.last.to_string()),
+                ],
+            };
+            let size = o.encoded.bytes.len();
+            let started = Instant::now();
+            upload::upload(&self.client, &object, o.encoded.bytes.clone(), &self.config, deadline).await?;
+            debug!(
+                destination = %batch.destination,
+                bucket = %self.config.bucket,
+                key = %o.key,
+                events = count,
+                bytes = size,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "s3 object written"
+            );
+        }
+        Ok(delivered)
+    }
+}
+
+/// One source's object of a batch, encoded and named, waiting to be uploaded.
+struct EncodedObject {
+    /// The source's events, as indexes into the batch.
+    indexes: Vec<usize>,
+    key: String,
+    first: u64,
+    last: u64,
+    encoded: encode::Encoded,
 }
 
 #[async_trait]
 impl Destination for S3Destination {
     async fn deliver(&self, batch: &Batch) -> Result<Delivered, DeliveryError> {
+        // Encoding counts against the deadline too, so this destination's own timeout still
+        // fires before the router's (`timeout` below).
         let deadline = Instant::now() + self.config.timeout();
-        // Sources in name order, events in log order within each: the same batch always yields
-        // the same objects.
-        let mut by_source: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
-        for (i, event) in batch.events.iter().enumerate() {
-            by_source.entry(event.source.clone()).or_default().push(i);
+        let objects = self.encode_batch(batch).await?;
+        self.upload_batch(batch, &objects, deadline).await
+    }
+
+    async fn prepare(&self, batch: &Batch) -> Option<Prepared> {
+        let objects = self.encode_batch(batch).await.ok()?;
+        Some(Box::new(objects))
+    }
+
+    async fn deliver_prepared(&self, batch: &Batch, prepared: &Prepared) -> Result<Delivered, DeliveryError> {
+        match prepared.downcast_ref::<Vec<EncodedObject>>() {
+            Some(objects) => self.upload_batch(batch, objects, Instant::now() + self.config.timeout()).await,
+            None => self.deliver(batch).await,
         }
-        let mut delivered = Delivered::default();
-        for (source, indexes) in by_source {
-            let events = indexes.iter().map(|&i| batch.events[i].clone()).collect();
-            let rejected = self.write_source(batch, &source, events, deadline).await?;
-            delivered.rejected.extend(rejected.into_iter().map(|(i, reason)| (indexes[i], reason)));
-        }
-        Ok(delivered)
     }
 
     /// The configured timeout plus grace for aborting a failed multipart upload, so this
