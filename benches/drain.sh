@@ -11,7 +11,8 @@
 # Each run: start Sluice with its destinations disabled (they still hold the log), fill the log
 # with EVENTS events over HTTP (100-event batches of the chat event of bench-payloads), stop it,
 # enable the destinations, start it again and time until every destination's lag is 0. Prints the
-# drain rate, Sluice's CPU seconds and page faults per 1,000 events over the drain, peak RSS, and checks what
+# drain rate, Sluice's CPU seconds and page faults per 1,000 events over the drain, the cores Sluice
+# and moto kept busy (of this machine's 2), peak RSS, and checks what
 # landed: rows of every Parquet object, lines of the files destination, the delivered counters.
 # Needs the test backends (moto): `bash scripts/backends.sh start`, which this script runs.
 set -euo pipefail
@@ -98,7 +99,7 @@ for run in $(seq "$RUNS"); do
   "$PY" -c "import boto3,sys; boto3.client('s3', endpoint_url='http://127.0.0.1:5000').create_bucket(Bucket=sys.argv[1])" "$bucket"
   dir="$WORK/run-$run"; mkdir -p "$dir"
   config "$dir" false "$bucket"
-  RUST_LOG=warn "$SLUICE" run --config "$dir/sluice.yaml" 2>"$dir/fill.stderr" & pid=$!; PIDS+=($pid)
+  SLUICE_LOG="${SLUICE_LOG:-warn}" "$SLUICE" run --config "$dir/sluice.yaml" 2>"$dir/fill.stderr" & pid=$!; PIDS+=($pid)
   wait_port "$PORT"; wait_port "$ADMIN_PORT"
   for fill in $(seq 50); do
     have=$(metric_sum sluice_log_next_offset)   # the records in the log (the admin listener's metric)
@@ -111,8 +112,10 @@ for run in $(seq "$RUNS"); do
   kill "$pid"; wait "$pid" 2>/dev/null || true
   config "$dir" true "$bucket"
   load=$(cut -d' ' -f1-3 /proc/loadavg)
+  moto=$(cat "$HOME/.cache/sluice/run/moto.pid" 2>/dev/null || echo)
+  moto0=$( [ -n "$moto" ] && ticks "$moto" || echo 0)
   t0=$(date +%s.%N)
-  RUST_LOG=warn "$SLUICE" run --config "$dir/sluice.yaml" 2>"$dir/drain.stderr" & pid=$!; PIDS+=($pid)
+  SLUICE_LOG="${SLUICE_LOG:-warn}" "$SLUICE" run --config "$dir/sluice.yaml" 2>"$dir/drain.stderr" & pid=$!; PIDS+=($pid)
   wait_port "$ADMIN_PORT"
   while :; do
     lag=$(metric_sum sluice_destination_lag_events)
@@ -121,20 +124,22 @@ for run in $(seq "$RUNS"); do
   done
   t1=$(date +%s.%N)
   cpu=$(ticks "$pid"); hz=$(getconf CLK_TCK); pf=$(faults "$pid")
+  moto_cpu=$(( $( [ -n "$moto" ] && ticks "$moto" || echo 0) - moto0 ))
   rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status")
   delivered=$(metric_sum sluice_destination_delivered_total)
   dead=$(metric_sum sluice_destination_dead_lettered_total)
   shared=$(metric_sum sluice_transform_shared_total)   # outcomes a destination took from another's run
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$have" "$t0" "$t1" "$cpu" "$hz" "$rss" "$delivered" "$dead" "$load" "$DESTS" "$CHAIN" "${shared:-0}" "$pf" <<'PY'
+  python3 - "$have" "$t0" "$t1" "$cpu" "$hz" "$rss" "$delivered" "$dead" "$load" "$DESTS" "$CHAIN" "${shared:-0}" "$pf" "$moto_cpu" <<'PY'
 import sys
-have, t0, t1, cpu, hz, rss, delivered, dead, load, dests, chain, shared, pf = sys.argv[1:]
+have, t0, t1, cpu, hz, rss, delivered, dead, load, dests, chain, shared, pf, moto = sys.argv[1:]
 members = 4 if dests == "four" else 1
 runs = (members * int(have) - int(shared)) / int(have)  # chain runs per event; 1.0 = each event once
 secs = float(t1) - float(t0)
 cpu_s = int(cpu) / int(hz)
 print(f"RESULT dests={dests} chain={chain} events={have} seconds={secs:.2f} drain_events_per_s={int(have)/secs:.0f} "
       f"cpu_s={cpu_s:.1f} cpu_ms_per_1000_events={cpu_s*1e6/int(have):.1f} page_faults_per_1000_events={int(pf)*1000/int(have):.0f} "
+      f"cores_used_sluice={cpu_s/secs:.2f} cores_used_moto={int(moto)/int(hz)/secs:.2f} "
       f"peak_rss_mb={rss} delivered={delivered} "
       f"dead_lettered={dead} chain_runs_per_event={runs:.2f} load_before='{load}'", flush=True)
 PY
