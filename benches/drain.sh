@@ -7,6 +7,8 @@
 #   SLUICE=/path/to/other/sluice bash benches/drain.sh   # another build (before/after pairs)
 #   RUNS=2 CHAIN=none EVENTS=500000 bash benches/drain.sh
 #   GZIP_LEVEL=1 DESTS=four bash benches/drain.sh   # gzip_level of the files and S3 NDJSON sinks
+#   S3_LATENCY_MS=50 bash benches/drain.sh       # every S3 request held 50 ms (benches/lag_proxy.py
+#                                                # in front of moto), as a real region would be
 #
 # Each run: start Sluice with its destinations disabled (they still hold the log), fill the log
 # with EVENTS events over HTTP (100-event batches of the chat event of bench-payloads), stop it,
@@ -47,6 +49,14 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 faults() { awk '{print $10 + $12}' "/proc/$1/stat"; }   # minor + major page faults
 metric_sum() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" || $1 == m {s += $2; n++} END {if (n) printf "%d", s; else print -1}'; }
 
+# The S3 endpoint: moto, or moto behind a proxy that adds latency to every request.
+S3_ENDPOINT=http://127.0.0.1:5000
+if [ -n "${S3_LATENCY_MS:-}" ]; then
+  python3 benches/lag_proxy.py 18293 5000 "$(awk -v ms="$S3_LATENCY_MS" 'BEGIN {print ms / 1000}')" & PIDS+=($!)
+  wait_port 18293
+  S3_ENDPOINT=http://127.0.0.1:18293
+fi
+
 # The webhook receiver: the parse-only baseline server answers 200 to any POST.
 if [ "$DESTS" = four ]; then
   "$BIN/baseline-server" "127.0.0.1:$HOOK_PORT" 1 & PIDS+=($!)
@@ -55,7 +65,7 @@ fi
 
 config() {  # config DIR ENABLED BUCKET
   local chain="[scrub_pii]"; [ "$CHAIN" = none ] && chain="[]"
-  local s3="sink: { type: s3, bucket: $3, prefix: parquet, region: us-east-1, endpoint: http://127.0.0.1:5000, force_path_style: true, format: parquet }"
+  local s3="sink: { type: s3, bucket: $3, prefix: parquet, region: us-east-1, endpoint: $S3_ENDPOINT, force_path_style: true, format: parquet }"
   cat > "$1/sluice.yaml" <<YAML
 data_dir: $1
 collector: { listen: "127.0.0.1:$PORT" }
@@ -88,7 +98,7 @@ YAML
     transformations: $chain
     lanes: $LANES
     batch: { max_events: $MAX_EVENTS, max_bytes: 67108864, max_age_ms: 2000 }
-    sink: { type: s3, bucket: $3, prefix: ndjson, region: us-east-1, endpoint: http://127.0.0.1:5000, force_path_style: true, format: ndjson_gzip${GZIP_LEVEL:+, gzip_level: $GZIP_LEVEL} }
+    sink: { type: s3, bucket: $3, prefix: ndjson, region: us-east-1, endpoint: $S3_ENDPOINT, force_path_style: true, format: ndjson_gzip${GZIP_LEVEL:+, gzip_level: $GZIP_LEVEL} }
 YAML
   fi
 }
