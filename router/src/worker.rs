@@ -84,8 +84,8 @@ struct Pending {
 }
 
 /// A batch's lanes as batches, each with what the destination prepared for it, waiting for the
-/// previous delivery to finish.
-struct Prepared {
+/// previous delivery to finish. (Not `transform::Prepared`, the records made ready for lanes.)
+struct ReadyBatches {
     batches: Vec<(Batch, Option<sluice_destinations::Prepared>)>,
     oldest_received_at: Option<String>,
 }
@@ -287,7 +287,7 @@ impl Worker {
 
     /// Turns the lanes into batches and has the destination prepare (encode) them, every lane
     /// at once.
-    async fn prepare(&self, pending: Pending) -> Prepared {
+    async fn prepare(&self, pending: Pending) -> ReadyBatches {
         let batches: Vec<Batch> = pending
             .groups
             .into_iter()
@@ -295,20 +295,20 @@ impl Worker {
             .map(|(partition, events)| Batch { destination: self.id.clone(), partition, events })
             .collect();
         let prepared = join_all(batches.iter().map(|b| self.destination.prepare(b))).await;
-        Prepared { batches: batches.into_iter().zip(prepared).collect(), oldest_received_at: pending.oldest_received_at }
+        ReadyBatches { batches: batches.into_iter().zip(prepared).collect(), oldest_received_at: pending.oldest_received_at }
     }
 
     /// Delivers every lane concurrently, each with its own retries. Returns false when a
     /// shutdown interrupted a lane's retries, so the batch must not be marked as done.
-    async fn flush(&self, prepared: Prepared, shutdown: &watch::Receiver<bool>) -> bool {
-        if prepared.batches.is_empty() {
+    async fn flush(&self, ready: ReadyBatches, shutdown: &watch::Receiver<bool>) -> bool {
+        if ready.batches.is_empty() {
             return true;
         }
-        if let Some(t) = prepared.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+        if let Some(t) = ready.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
             let lag = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
             metrics::gauge!(metric::LAG_SECONDS, "destination" => self.id.to_string()).set(lag.max(0.0));
         }
-        let done = join_all(prepared.batches.into_iter().map(|(batch, encoded)| self.deliver(batch, encoded, shutdown.clone()))).await;
+        let done = join_all(ready.batches.into_iter().map(|(batch, encoded)| self.deliver(batch, encoded, shutdown.clone()))).await;
         done.into_iter().all(|d| d)
     }
 
