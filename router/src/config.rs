@@ -52,7 +52,9 @@ pub struct BatchConfig {
     pub max_events: usize,
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
-    /// Longest an event waits for its batch to fill, in milliseconds.
+    /// Longest a batch waits to fill, in milliseconds: from when its first event was read, and
+    /// never past this long after that event was received (`receivedAt`), so events that already
+    /// waited in the log (a backlog's last batch) go out as soon as the reader has caught up.
     #[serde(default = "default_max_age_ms")]
     pub max_age_ms: u64,
 }

@@ -200,13 +200,26 @@ impl Worker {
         let max_age = Duration::from_millis(limits.max_age_ms);
         let mut started: Option<Instant> = None;
         let mut consumed_any = false;
+        // When the batch's first event was received (its `receivedAt`), parsed once per batch.
+        let mut received: Option<chrono::DateTime<chrono::Utc>> = None;
         loop {
-            let wait = match started {
+            let mut wait = match started {
                 Some(t) => max_age.saturating_sub(t.elapsed()),
                 None => Duration::from_millis(500),
             };
             if started.is_some() && wait.is_zero() {
                 return true;
+            }
+            if received.is_none() {
+                received = pending.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
+            }
+            if let Some(at) = received {
+                // Events that have already waited `max_age` in the log (the end of a backlog)
+                // do not wait again for more to arrive: what is there is read on (wait 0) and
+                // the batch goes as soon as the reader has caught up. While records keep
+                // coming, the batch still fills to its size limits.
+                let waited = (chrono::Utc::now() - at).to_std().unwrap_or_default();
+                wait = wait.min(max_age.saturating_sub(waited));
             }
             let want = limits.max_events.saturating_sub(pending.events).max(1);
             let room = limits.max_bytes.saturating_sub(pending.bytes).max(1);
