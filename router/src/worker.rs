@@ -121,7 +121,12 @@ impl Worker {
         }
         let this = Arc::new(self);
         tracing::info!(destination = %id, cursor = %reader.position(), "destination worker started");
-        let committer = reader.committer();
+        // Cursor commits run in their own task, one at a time, always of the newest delivered
+        // position: a delivery hands its end over and is done, instead of waiting for two
+        // fsyncs. Positions that arrive while a commit runs are folded into the next one.
+        let (delivered_to, commits) = watch::channel(None);
+        let delivered_to = Arc::new(delivered_to);
+        let committing = tokio::spawn(commit_delivered(id.clone(), reader.committer(), commits));
         // The delivery in flight; it yields false when a shutdown interrupted its retries.
         let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
         while !*shutdown.borrow() {
@@ -153,7 +158,7 @@ impl Worker {
             }
             let end = reader.position();
             let lag = reader.lag();
-            let (worker, stop, committer) = (this.clone(), shutdown.clone(), committer.clone());
+            let (worker, stop, delivered_to) = (this.clone(), shutdown.clone(), delivered_to.clone());
             // The next delivery starts now and encodes its batches (`Destination::prepare`) while
             // the previous one may still be writing, but writes nothing before that one is done
             // (`go`): it holds the older events of the same users. Still at most two batches in
@@ -167,9 +172,7 @@ impl Worker {
                 if !worker.flush(batches, &stop).await {
                     return false;
                 }
-                if let Err(error) = committer.commit(&end).await {
-                    tracing::error!(destination = %worker.id, %error, "could not persist the cursor; events may be re-delivered");
-                }
+                delivered_to.send_replace(Some(end));
                 if let Some(lag) = lag {
                     metrics::gauge!(metric::LAG_EVENTS, "destination" => worker.id.to_string()).set(lag as f64);
                 }
@@ -190,6 +193,9 @@ impl Worker {
         if let Some(delivery) = in_flight.take() {
             joined(delivery.await);
         }
+        // The last delivered position is persisted before the worker reports it has stopped.
+        drop(delivered_to);
+        let _ = committing.await;
         tracing::info!(destination = %id, "destination worker stopped");
     }
 
@@ -551,6 +557,18 @@ impl Worker {
 
 /// The outcome of a delivery task. A panic in it is the worker's panic: raised again so the
 /// supervisor sees it, instead of reading as a stop.
+/// Persists the newest position sent on `delivered` until every sender is gone. `changed` still
+/// reports a position sent just before the last sender was dropped, so the final one is
+/// committed too.
+async fn commit_delivered(id: Arc<str>, committer: Arc<dyn sluice_eventlog::LogCommitter>, mut delivered: watch::Receiver<Option<sluice_eventlog::Position>>) {
+    while delivered.changed().await.is_ok() {
+        let Some(position) = delivered.borrow_and_update().clone() else { continue };
+        if let Err(error) = committer.commit(&position).await {
+            tracing::error!(destination = %id, %error, "could not persist the cursor; events may be re-delivered");
+        }
+    }
+}
+
 fn joined(result: Result<bool, tokio::task::JoinError>) -> bool {
     match result {
         Ok(done) => done,
