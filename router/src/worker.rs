@@ -555,8 +555,6 @@ impl Worker {
     }
 }
 
-/// The outcome of a delivery task. A panic in it is the worker's panic: raised again so the
-/// supervisor sees it, instead of reading as a stop.
 /// Persists the newest position sent on `delivered` until every sender is gone. `changed` still
 /// reports a position sent just before the last sender was dropped, so the final one is
 /// committed too.
@@ -569,6 +567,8 @@ async fn commit_delivered(id: Arc<str>, committer: Arc<dyn sluice_eventlog::LogC
     }
 }
 
+/// The outcome of a delivery task. A panic in it is the worker's panic: raised again so the
+/// supervisor sees it, instead of reading as a stop.
 fn joined(result: Result<bool, tokio::task::JoinError>) -> bool {
     match result {
         Ok(done) => done,
