@@ -77,7 +77,7 @@ struct Pending {
     lanes: usize,
     events: usize,
     bytes: usize,
-    oldest_received_at: Option<String>,
+    oldest_received_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Dead letters found while processing (a failed transformation, a corrupt record), written
     /// by `fill` on the async side before it returns, so always before the cursor passes them.
     dead: Vec<DeadLetter>,
@@ -87,7 +87,7 @@ struct Pending {
 /// previous delivery to finish. (Not `transform::Prepared`, the records made ready for lanes.)
 struct ReadyBatches {
     batches: Vec<(Batch, Option<sluice_destinations::Prepared>)>,
-    oldest_received_at: Option<String>,
+    oldest_received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A dead-letter entry waiting to be written, with the alert kind it raises.
@@ -206,8 +206,6 @@ impl Worker {
         let max_age = Duration::from_millis(limits.max_age_ms);
         let mut started: Option<Instant> = None;
         let mut consumed_any = false;
-        // When the batch's first event was received (its `receivedAt`), parsed once per batch.
-        let mut received: Option<chrono::DateTime<chrono::Utc>> = None;
         loop {
             let mut wait = match started {
                 Some(t) => max_age.saturating_sub(t.elapsed()),
@@ -216,10 +214,7 @@ impl Worker {
             if started.is_some() && wait.is_zero() {
                 return true;
             }
-            if received.is_none() {
-                received = pending.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
-            }
-            if let Some(at) = received {
+            if let Some(at) = pending.oldest_received_at {
                 // Events that have already waited `max_age` in the log (the end of a backlog)
                 // do not wait again for more to arrive: what is there is read on (wait 0) and
                 // the batch goes as soon as the reader has caught up. While records keep
@@ -288,7 +283,8 @@ impl Worker {
             metrics::counter!(metric::TRANSFORM_SHARED, "destination" => self.id.to_string()).increment(prepared.taken as u64);
         }
         if pending.oldest_received_at.is_none() {
-            pending.oldest_received_at = prepared.oldest_received_at;
+            // Parsed once per batch: the fill's wait and the lag gauge both use it.
+            pending.oldest_received_at = prepared.oldest_received_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.to_utc());
         }
         for record in prepared.not_objects {
             pending.dead.push(self.dead_letter(Stage::Transform, &[record], "stored event is not a JSON object".into(), 0));
@@ -323,8 +319,8 @@ impl Worker {
         if ready.batches.is_empty() {
             return true;
         }
-        if let Some(t) = ready.oldest_received_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
-            let lag = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
+        if let Some(t) = ready.oldest_received_at {
+            let lag = (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0;
             metrics::gauge!(metric::LAG_SECONDS, "destination" => self.id.to_string()).set(lag.max(0.0));
         }
         let done = join_all(ready.batches.into_iter().map(|(batch, encoded)| self.deliver(batch, encoded, shutdown.clone()))).await;
