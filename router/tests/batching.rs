@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use common::{append_raw, destination, setup, start, wait_for, Receiver};
+use common::{append_raw, destination, metrics, setup, start, wait_for, Receiver};
 use sluice_transformer::Registry;
 
 /// `n` track events received `ago` before now, each with `pad` bytes of payload.
@@ -33,16 +33,26 @@ const SLOW_BATCHES: &str = "lanes: 1\nbatch: { max_events: 1000, max_bytes: 6710
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_a_backlog_goes_out_at_once_and_fresh_events_wait_for_their_batch() {
     let (_dir, log, dlq) = setup();
+    metrics();
     let (rx, url) = Receiver::always(200);
     // A backlog: 30 events received a minute ago, appended before the router starts.
     let (old, backlog) = events("old", 30, chrono::Duration::minutes(1), 10);
     append_raw(&log, &backlog).await;
     let started = Instant::now();
     let router = start(&log, &dlq, &Registry::load(&[]).unwrap(), vec![destination("hook", &url, SLOW_BATCHES)], None).await;
-    wait_for("the backlog", 10, || rx.ids().len() >= old.len()).await;
+    // The lag gauge in seconds, sampled while waiting: it counts from the batch's first
+    // `receivedAt` when the batch is delivered (and drops to 0 once the worker finds nothing new).
+    let mut lag_seconds = 0.0f64;
+    wait_for("the backlog", 10, || {
+        let gauge = metrics().render().lines().find_map(|l| l.strip_prefix("sluice_destination_lag_seconds{destination=\"hook\"} ").map(|v| v.trim().parse::<f64>().unwrap()));
+        lag_seconds = lag_seconds.max(gauge.unwrap_or(0.0));
+        rx.ids().len() >= old.len()
+    })
+    .await;
     let took = started.elapsed();
     assert!(took < Duration::from_millis(2000), "the backlog's last batch waited {took:?} (max_age 4 s)");
     assert_eq!(rx.count(), 1, "30 events, one batch");
+    assert!((59.0..70.0).contains(&lag_seconds), "lag seconds {lag_seconds}: the events were received a minute ago");
 
     // Fresh events: the batch is not full, so it waits for max_age before it goes.
     let (fresh, live) = events("new", 5, chrono::Duration::zero(), 10);
