@@ -24,8 +24,8 @@ pub(crate) struct Prepared<'r> {
     pub failed: Vec<(&'r Record, String)>,
     /// How many chain outcomes came from another destination's run.
     pub taken: usize,
-    /// `receivedAt` of the first record taken, for the lag gauge.
-    pub oldest_received_at: Option<String>,
+    /// `receivedAt` of the first record taken: the batch's age and the lag gauge count from it.
+    pub oldest_received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Filters `records` by the destination's rule and runs its chain over those it takes.
@@ -46,7 +46,7 @@ pub(crate) fn prepare<'r>(config: &DestinationConfig, chain: &Chain, shared: Opt
             continue;
         }
         if prepared.oldest_received_at.is_none() && !head.received_at.is_empty() {
-            prepared.oldest_received_at = Some(head.received_at.to_string());
+            prepared.oldest_received_at = chrono::DateTime::parse_from_rfc3339(&head.received_at).ok().map(|t| t.to_utc());
         }
         taken.push((record, lane(&head.user, config.lanes), head.message_id));
     }

@@ -283,8 +283,7 @@ impl Worker {
             metrics::counter!(metric::TRANSFORM_SHARED, "destination" => self.id.to_string()).increment(prepared.taken as u64);
         }
         if pending.oldest_received_at.is_none() {
-            // Parsed once per batch: the fill's wait and the lag gauge both use it.
-            pending.oldest_received_at = prepared.oldest_received_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.to_utc());
+            pending.oldest_received_at = prepared.oldest_received_at;
         }
         for record in prepared.not_objects {
             pending.dead.push(self.dead_letter(Stage::Transform, &[record], "stored event is not a JSON object".into(), 0));
